@@ -1,0 +1,59 @@
+"""First landing wins: which accepted rows of a batch are new calls, which are duplicates.
+
+A batch's accepted rows are compared with the calls kept by every batch that reached the
+warehouse before it (lower landing sequence) and with each other in landing order (file
+name, then row). Comparing only with *earlier* batches makes a re-run of any batch give the
+same answer however many batches came after it.
+"""
+
+from __future__ import annotations
+
+DEDUP_SQL = """
+CREATE OR REPLACE TEMP TABLE ranked AS
+SELECT b.*,
+    row_number() OVER (PARTITION BY call_id ORDER BY source_file, source_row) AS occurrence
+FROM batch_rows AS b;
+
+CREATE OR REPLACE TEMP TABLE firsts AS
+SELECT call_id,
+    arg_min(source_file, batch_seq) AS first_source_file,
+    arg_min(source_row, batch_seq) AS first_source_row,
+    arg_min(fingerprint, batch_seq) AS first_fingerprint,
+    min(batch_seq) AS first_batch_seq
+FROM (
+    SELECT call_id, source_file, source_row, fingerprint, batch_seq FROM earlier_kept
+    WHERE call_id IN (SELECT call_id FROM ranked)
+    UNION ALL
+    SELECT call_id, source_file, source_row, fingerprint, batch_seq FROM ranked
+    WHERE occurrence = 1
+)
+GROUP BY call_id;
+
+CREATE OR REPLACE TEMP TABLE kept_rows AS
+SELECT r.* EXCLUDE (occurrence)
+FROM ranked AS r
+JOIN firsts AS f USING (call_id)
+WHERE r.occurrence = 1 AND f.first_batch_seq = r.batch_seq;
+
+CREATE OR REPLACE TEMP TABLE duplicate_rows AS
+SELECT
+    r.call_id,
+    r.source_file,
+    r.source_row,
+    f.first_source_file,
+    f.first_source_row,
+    r.fingerprint = f.first_fingerprint AS identical,
+    r.call_date,
+    r.batch_id
+FROM ranked AS r
+JOIN firsts AS f USING (call_id)
+WHERE NOT (r.occurrence = 1 AND f.first_batch_seq = r.batch_seq)
+ORDER BY r.source_file, r.source_row;
+"""
+
+EARLIER_KEPT_EMPTY_SQL = """
+CREATE OR REPLACE TEMP VIEW earlier_kept AS
+SELECT NULL::VARCHAR AS call_id, NULL::VARCHAR AS source_file, NULL::BIGINT AS source_row,
+    NULL::VARCHAR AS fingerprint, NULL::BIGINT AS batch_seq
+WHERE false
+"""

@@ -1,0 +1,403 @@
+"""The batch steps, as plain functions the Dagster assets (and so the CLI) call.
+
+A batch is the set of landing files one run takes. Each step reads what the step before it
+wrote for the batch, writes its own Parquet file(s) for the batch atomically, and can be run
+again with the same result: files already moved out of the landing folder are read from
+where they were moved to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cdr_assets.lib import dedup, readers
+from cdr_assets.lib.landing import unsafe_name_reason
+from cdr_assets.lib.numbers import NumberFactsCache
+from cdr_assets.lib.settings import Settings
+from cdr_assets.lib.validation import ValidationResult, validate_batch
+from cdr_assets.lib.warehouse import (
+    Warehouse,
+    copy_to_parquet_atomic,
+    remove_file,
+    sql_file_list,
+    write_text_atomic,
+)
+
+RAW_SCHEMA = pa.schema(
+    [("source_file", pa.string()), ("source_row", pa.int64())]
+    + [(field, pa.string()) for field in readers.CANONICAL_FIELDS]
+    + [("raw_record", pa.string()), ("malformed", pa.bool_())]
+)
+
+FILE_OUTCOME_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("status", pa.string()),
+        ("rows_read", pa.int64()),
+        ("error", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("content_sha256", pa.string()),
+        ("stored_path", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RawResult:
+    batch_id: str
+    files: int
+    files_rejected: int
+    rows_read: int
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _locate(name: str, settings: Settings, warehouse: Warehouse, batch_id: str) -> Path | None:
+    """Where a batch's file is now: still landing, or already moved by an earlier attempt."""
+    for folder in (
+        settings.landing_dir,
+        warehouse.archive_dir(batch_id),
+        warehouse.rejected_files_dir(batch_id),
+    ):
+        path = folder / name
+        if path.is_symlink() or path.exists():
+            return path
+    return None
+
+
+def read_batch_files(
+    settings: Settings, warehouse: Warehouse, batch_id: str, files: Sequence[str]
+) -> RawResult:
+    """Read every file of the batch into ``raw/<batch>.parquet`` and move the files aside.
+
+    The batch's file list is recorded before anything is read or moved, so that a re-run
+    after a crash finds every file, in the landing folder or where it was moved to.
+    """
+    manifest = warehouse.register_batch(batch_id, list(files))
+    tables: list[pa.Table] = []
+    outcomes: list[dict[str, object]] = []
+    moves: list[tuple[Path, Path, str | None]] = []
+    for name in manifest.files:
+        path = _locate(name, settings, warehouse, batch_id)
+        outcome: dict[str, object] = {"source_file": name, "rows_read": 0}
+        error = unsafe_name_reason(name)
+        if path is None:
+            error = "file disappeared from the landing folder before it was read"
+        elif error is None and path.is_symlink():
+            error = "symbolic link: refused, never followed"
+        table = None
+        if error is None and path is not None:
+            outcome["size_bytes"] = path.stat().st_size
+            outcome["content_sha256"] = _sha256(path)
+            try:
+                table = readers.read_landing_file(
+                    path, max_uncompressed_bytes=settings.max_file_bytes
+                )
+            except readers.FileRejected as exc:
+                error = str(exc)
+        if table is not None:
+            tables.append(
+                table.add_column(0, "source_file", pa.array([name] * table.num_rows, pa.string()))
+            )
+            outcome.update(status="processed", rows_read=table.num_rows)
+            target = warehouse.archive_dir(batch_id) / name
+        else:
+            outcome.update(status="rejected", error=f"{name}: {error}")
+            target = warehouse.rejected_files_dir(batch_id) / name
+        outcome["stored_path"] = str(target.relative_to(warehouse.root))
+        outcomes.append(outcome)
+        if path is not None:
+            moves.append((path, target, None if table is not None else str(outcome["error"])))
+
+    raw = (
+        pa.concat_tables([t.select(RAW_SCHEMA.names).cast(RAW_SCHEMA) for t in tables])
+        if tables
+        else RAW_SCHEMA.empty_table()
+    )
+    _write_arrow_atomic(raw, warehouse.batch_file("raw", batch_id))
+    _write_arrow_atomic(
+        pa.Table.from_pylist(outcomes, schema=FILE_OUTCOME_SCHEMA),
+        warehouse.root / "raw" / f"{batch_id}.files.parquet",
+    )
+    for source, target, error in moves:
+        _move_aside(source, target, error)
+    return RawResult(
+        batch_id=batch_id,
+        files=len(outcomes),
+        files_rejected=sum(1 for o in outcomes if o["status"] == "rejected"),
+        rows_read=raw.num_rows,
+    )
+
+
+def _move_aside(source: Path, target: Path, error: str | None) -> None:
+    if source != target:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)  # renames a symbolic link itself, never its target
+    if error is not None:
+        write_text_atomic(target.with_name(target.name + ".error.txt"), error + "\n")
+
+
+def _write_arrow_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ValidateResult(ValidationResult):
+    batch_id: str
+
+
+LANDED_FILES_SQL = """
+SELECT
+    o.source_file,
+    o.status,
+    o.rows_read,
+    CASE WHEN o.status = 'processed' THEN o.rows_read - coalesce(r.n, 0) ELSE 0 END
+        AS rows_accepted,
+    coalesce(r.n, 0) AS rows_rejected,
+    NULL::BIGINT AS rows_duplicate,
+    o.error,
+    o.size_bytes,
+    o.content_sha256,
+    NULL::VARCHAR AS replay_of,
+    o.stored_path,
+    $batch_id AS batch_id,
+    NULL::BIGINT AS batch_seq,
+    $landed_at::TIMESTAMPTZ AS landed_at
+FROM file_outcomes AS o
+LEFT JOIN (SELECT source_file, count(*) AS n FROM rejected_rows GROUP BY 1) AS r
+    USING (source_file)
+ORDER BY o.source_file
+"""
+
+
+def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str) -> ValidateResult:
+    """raw/<batch> -> validated/<batch>, rejected_cdrs/<batch>, landed_files/<batch> (partial).
+
+    ``rows_duplicate``, ``replay_of`` and ``batch_seq`` of the landed files are filled by
+    deduplication, which gives the batch its place in landing order.
+    """
+    raw = pq.read_table(warehouse.batch_file("raw", batch_id))
+    outcomes = pq.read_table(warehouse.root / "raw" / f"{batch_id}.files.parquet")
+    numbers = pa.chunked_array(
+        raw["called_number"].chunks + raw["caller_number"].chunks, type=pa.string()
+    )
+    facts = NumberFactsCache(warehouse.number_facts_dir, settings.default_region).facts_for(numbers)
+    with duckdb.connect() as con:
+        result = validate_batch(
+            con,
+            raw,
+            facts,
+            batch_id=batch_id,
+            source_timezone=settings.source_timezone,
+            max_duration_seconds=settings.max_duration_seconds,
+        )
+        con.register("file_outcomes", outcomes)
+        copy_to_parquet_atomic(
+            con, "SELECT * FROM validated_rows", warehouse.batch_file("validated", batch_id)
+        )
+        copy_to_parquet_atomic(
+            con, "SELECT * FROM rejected_rows", warehouse.batch_file("rejected_cdrs", batch_id)
+        )
+        landed = con.sql(
+            LANDED_FILES_SQL,
+            params={"batch_id": batch_id, "landed_at": datetime.now(UTC)},
+        ).to_arrow_table()
+    _write_arrow_atomic(landed, warehouse.batch_file("landed_files", batch_id))
+    return ValidateResult(
+        rows_read=result.rows_read,
+        rows_accepted=result.rows_accepted,
+        rows_rejected=result.rows_rejected,
+        reason_counts=result.reason_counts,
+        batch_id=batch_id,
+    )
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    batch_id: str
+    rows_kept: int
+    rows_duplicate: int
+    days: dict[str, int]  # call_date -> rows this batch kept for that day
+
+
+def _earlier_kept_files(warehouse: Warehouse, batch_seq: int) -> list[Path]:
+    seqs = warehouse.batch_seqs()
+    return [
+        path for path in warehouse.table_files("cdrs") if seqs.get(path.stem, batch_seq) < batch_seq
+    ]
+
+
+def _open_dedup(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, batch_id: str, batch_seq: int
+) -> None:
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT *, $batch_seq::BIGINT AS batch_seq "
+        "FROM read_parquet(" + sql_file_list([warehouse.batch_file("validated", batch_id)]) + ")",
+        {"batch_seq": batch_seq},
+    )
+    earlier = _earlier_kept_files(warehouse, batch_seq)
+    if earlier:
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW earlier_kept AS SELECT call_id, source_file, "
+            "source_row, fingerprint, batch_seq FROM read_parquet("
+            + sql_file_list(earlier)
+            + ", union_by_name = true)"
+        )
+    else:
+        con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
+    con.execute(dedup.DEDUP_SQL)
+
+
+KEPT_DAY_SQL = """
+SELECT * FROM kept_rows WHERE call_date = CAST($day AS DATE) ORDER BY source_file, source_row
+"""
+
+
+def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
+    """validated/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
+
+    Call under the warehouse writer lock: it gives the batch its landing sequence.
+    """
+    batch_seq = warehouse.assign_seq(batch_id)
+    with duckdb.connect() as con:
+        _open_dedup(con, warehouse, batch_id, batch_seq)
+        day_rows = con.execute(
+            "SELECT CAST(call_date AS VARCHAR), count(*) FROM kept_rows GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        days = {str(day): int(n) for day, n in day_rows}
+        for day in days:
+            copy_to_parquet_atomic(
+                con,
+                KEPT_DAY_SQL,
+                warehouse.cdrs_file(day, batch_id),
+                {"day": day},
+            )
+        # A re-run must not leave a day this batch no longer touches.
+        for stale in warehouse.cdrs_dir.glob(f"call_date=*/{batch_id}.parquet"):
+            if stale.parent.name.removeprefix("call_date=") not in days:
+                remove_file(stale)
+        copy_to_parquet_atomic(
+            con, "SELECT * FROM duplicate_rows", warehouse.batch_file("duplicate_cdrs", batch_id)
+        )
+        _finish_landed_files(con, warehouse, batch_id, batch_seq)
+        counts = con.execute(
+            "SELECT (SELECT count(*) FROM kept_rows), (SELECT count(*) FROM duplicate_rows)"
+        ).fetchone()
+    assert counts is not None
+    return DedupResult(batch_id, int(counts[0]), int(counts[1]), days)
+
+
+def _finish_landed_files(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, batch_id: str, batch_seq: int
+) -> None:
+    """Add each file's duplicate count, and name the earlier file whose bytes it repeats."""
+    seqs = warehouse.batch_seqs()
+    earlier = [
+        p for p in warehouse.table_files("landed_files") if seqs.get(p.stem, batch_seq) < batch_seq
+    ]
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW earlier_landed AS "
+        + (
+            "SELECT source_file, content_sha256, batch_seq FROM read_parquet("
+            + sql_file_list(earlier)
+            + ", union_by_name = true)"
+            if earlier
+            else "SELECT NULL::VARCHAR AS source_file, NULL::VARCHAR AS content_sha256, "
+            "NULL::BIGINT AS batch_seq WHERE false"
+        )
+    )
+    path = warehouse.batch_file("landed_files", batch_id)
+    landed = con.sql(
+        f"""
+        WITH this AS (SELECT * FROM read_parquet({sql_file_list([path])})),
+        candidates AS (
+            SELECT source_file AS earlier_file, content_sha256, batch_seq AS seq
+            FROM earlier_landed
+            UNION ALL
+            SELECT source_file, content_sha256, $batch_seq FROM this
+        )
+        SELECT t.* REPLACE (
+            $batch_seq::BIGINT AS batch_seq,
+            CASE WHEN t.status = 'processed' THEN coalesce(d.n, 0) END AS rows_duplicate,
+            (SELECT arg_min(c.earlier_file, (c.seq, c.earlier_file)) FROM candidates AS c
+             WHERE c.content_sha256 = t.content_sha256
+               AND (c.seq, c.earlier_file) < ($batch_seq, t.source_file)) AS replay_of
+        )
+        FROM this AS t
+        LEFT JOIN (SELECT source_file, count(*) AS n FROM duplicate_rows GROUP BY 1) AS d
+            USING (source_file)
+        ORDER BY t.source_file
+        """,
+        params={"batch_seq": batch_seq},
+    ).to_arrow_table()
+    _write_arrow_atomic(landed, path)
+
+
+def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
+    """Rewrite one day of ``cdrs`` from the validated batches, in landing order.
+
+    Each batch that has rows for the day is deduplicated again against the batches before
+    it, which is what the batch runs did: the files come out the same.
+    """
+    date.fromisoformat(call_date)  # a partition key from the UI: refuse anything but a date
+    seqs = warehouse.batch_seqs()
+    touching = []
+    for path in warehouse.table_files("validated"):
+        with duckdb.connect() as con:
+            row = con.execute(
+                f"SELECT count(*) FROM read_parquet({sql_file_list([path])}) "
+                "WHERE call_date = CAST($day AS DATE)",
+                {"day": call_date},
+            ).fetchone()
+        if row and row[0] and path.stem in seqs:  # not yet deduplicated: nothing kept yet
+            touching.append(path.stem)
+    total = 0
+    for batch_id in sorted(touching, key=lambda b: seqs[b]):
+        with duckdb.connect() as con:
+            _open_dedup(con, warehouse, batch_id, seqs[batch_id])
+            count_row = con.execute(
+                "SELECT count(*) FROM kept_rows WHERE call_date = CAST($day AS DATE)",
+                {"day": call_date},
+            ).fetchone()
+            n = int(count_row[0]) if count_row else 0
+            target = warehouse.cdrs_file(call_date, batch_id)
+            if n:
+                copy_to_parquet_atomic(
+                    con,
+                    KEPT_DAY_SQL,
+                    target,
+                    {"day": call_date},
+                )
+            else:
+                remove_file(target)
+            total += n
+    return total
+
+
+__all__ = [
+    "DedupResult",
+    "RawResult",
+    "ValidateResult",
+    "deduplicate_batch",
+    "read_batch_files",
+    "rebuild_cdrs_day",
+    "validate_batch_files",
+]

@@ -1,0 +1,69 @@
+"""The serving file ``cdr.duckdb``: every contract table by name, for BI tools, read-only.
+
+The file holds views over the Parquet files published at the moment it was built (absolute
+paths, so it works from any working directory). It is built under a temporary name beside
+the old one and renamed over it: a reader holding the old file open keeps a consistent
+snapshot and never blocks the writer; the next connection sees the new tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from cdr_assets.lib.warehouse import Warehouse, sql_file_list
+
+# Column types of each table, for the view shown while a table has no file yet.
+EMPTY_TABLES: dict[str, str] = {
+    "cdrs": """call_id VARCHAR, caller_number VARCHAR, called_number VARCHAR,
+        start_time TIMESTAMPTZ, end_time TIMESTAMPTZ, duration_seconds BIGINT,
+        carrier_id VARCHAR, call_type VARCHAR, country_code VARCHAR, disposition VARCHAR,
+        call_date DATE, called_country VARCHAR, caller_country VARCHAR, flags VARCHAR[],
+        derived_fields VARCHAR[], fingerprint VARCHAR, source_file VARCHAR,
+        source_row BIGINT, batch_id VARCHAR, batch_seq BIGINT""",
+    "rejected_cdrs": """source_file VARCHAR, source_row BIGINT, raw_record VARCHAR,
+        reasons VARCHAR[], detail VARCHAR, batch_id VARCHAR""",
+    "duplicate_cdrs": """call_id VARCHAR, source_file VARCHAR, source_row BIGINT,
+        first_source_file VARCHAR, first_source_row BIGINT, identical BOOLEAN,
+        call_date DATE, batch_id VARCHAR""",
+    "landed_files": """source_file VARCHAR, status VARCHAR, rows_read BIGINT,
+        rows_accepted BIGINT, rows_rejected BIGINT, rows_duplicate BIGINT, error VARCHAR,
+        size_bytes BIGINT, content_sha256 VARCHAR, replay_of VARCHAR, stored_path VARCHAR,
+        batch_id VARCHAR, batch_seq BIGINT, landed_at TIMESTAMPTZ""",
+}
+
+
+def _empty_select(columns: str) -> str:
+    parts = [c.strip() for c in columns.replace("\n", " ").split(",") if c.strip()]
+    cols = ", ".join(f"CAST(NULL AS {p.split(None, 1)[1]}) AS {p.split(None, 1)[0]}" for p in parts)
+    return f"SELECT {cols} WHERE false"
+
+
+def view_sql(warehouse: Warehouse, table: str) -> str:
+    files = warehouse.table_files(table)
+    if not files:
+        return _empty_select(EMPTY_TABLES[table])
+    return f"SELECT * FROM read_parquet({sql_file_list(files)}, union_by_name = true)"
+
+
+def publish_serving_file(warehouse: Warehouse) -> dict[str, int]:
+    """Rebuild ``cdr.duckdb`` aside and swap it in; returns each table's row count."""
+    target = warehouse.serving_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            for table in EMPTY_TABLES:
+                con.execute(f"CREATE VIEW {table} AS {view_sql(warehouse, table)}")
+                row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                counts[table] = int(row[0]) if row else 0
+            con.execute("CHECKPOINT")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return counts

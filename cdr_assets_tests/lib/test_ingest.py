@@ -1,0 +1,237 @@
+"""The batch steps end to end: nothing lost, first landing wins, re-runs change nothing."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from cdr_assets.lib import ingest
+from cdr_assets.lib.serving import publish_serving_file
+from cdr_assets.lib.settings import Settings
+from cdr_assets.lib.warehouse import Warehouse
+
+HEADER = (
+    "call_id,caller_number,called_number,start_time,end_time,duration_seconds,"
+    "carrier_id,call_type,country_code,disposition\n"
+)
+
+
+def line(call_id: str, start: str = "2026-11-20T10:00:00Z", duration: str = "60", **kw: str) -> str:
+    values = {
+        "caller_number": "+12025550123",
+        "called_number": "+442079460958",
+        "end_time": "",
+        "carrier_id": "carrier_001",
+        "call_type": "",
+        "country_code": "",
+        "disposition": "ANSWERED",
+        **kw,
+    }
+    return (
+        f"{call_id},{values['caller_number']},{values['called_number']},{start},"
+        f"{values['end_time']},{duration},{values['carrier_id']},{values['call_type']},"
+        f"{values['country_code']},{values['disposition']}\n"
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    (tmp_path / "landing").mkdir()
+    return Settings(
+        landing_dir=tmp_path / "landing",
+        rates_dir=tmp_path / "rates",
+        warehouse_dir=tmp_path / "warehouse",
+    )
+
+
+def drop(settings: Settings, name: str, text: str) -> None:
+    (settings.landing_dir / name).write_text(text, encoding="utf-8")
+
+
+def run_batch(settings: Settings, batch_id: str, files: list[str] | None = None) -> None:
+    warehouse = Warehouse(settings.warehouse_dir)
+    names = files if files is not None else sorted(os.listdir(settings.landing_dir))
+    ingest.read_batch_files(settings, warehouse, batch_id, names)
+    ingest.validate_batch_files(settings, warehouse, batch_id)
+    ingest.deduplicate_batch(warehouse, batch_id)
+    publish_serving_file(warehouse)
+
+
+def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    path = Warehouse(settings.warehouse_dir).serving_path
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every contract table's content, without the columns that record when a run happened."""
+    return {
+        "cdrs": query(settings, "SELECT * FROM cdrs ORDER BY call_id"),
+        "rejected_cdrs": query(
+            settings, "SELECT * FROM rejected_cdrs ORDER BY source_file, source_row"
+        ),
+        "duplicate_cdrs": query(
+            settings, "SELECT * FROM duplicate_cdrs ORDER BY source_file, source_row"
+        ),
+        "landed_files": query(
+            settings,
+            "SELECT * EXCLUDE (landed_at) FROM landed_files ORDER BY batch_seq, source_file",
+        ),
+    }
+
+
+def test_nothing_is_lost_and_first_landing_wins(settings: Settings) -> None:
+    drop(settings, "b.csv", HEADER + line("c1", duration="61") + line("c2") + line("c2"))
+    drop(settings, "a.csv", HEADER + line("c1") + line("", duration="x"))
+    run_batch(settings, "b1")
+
+    files = query(
+        settings,
+        "SELECT source_file, status, rows_read, rows_accepted, rows_rejected, rows_duplicate "
+        "FROM landed_files ORDER BY source_file",
+    )
+    assert files == [("a.csv", "processed", 2, 1, 1, 0), ("b.csv", "processed", 3, 3, 0, 2)]
+    # a.csv lands before b.csv (name order): its c1 is kept, b.csv's c1 is a changed copy.
+    assert query(settings, "SELECT call_id, source_file, duration_seconds FROM cdrs ORDER BY 1") == [
+        ("c1", "a.csv", 60),
+        ("c2", "b.csv", 60),
+    ]
+    assert query(
+        settings,
+        "SELECT call_id, source_file, source_row, first_source_file, identical "
+        "FROM duplicate_cdrs ORDER BY source_file, source_row",
+    ) == [("c1", "b.csv", 1, "a.csv", False), ("c2", "b.csv", 3, "b.csv", True)]
+    assert query(settings, "SELECT reasons FROM rejected_cdrs") == [
+        (["missing_field:call_id", "invalid_duration"],)
+    ]
+
+
+def test_a_replayed_file_counts_nothing_twice(settings: Settings) -> None:
+    content = HEADER + line("c1") + line("c2", duration="1.5") + line("c3")
+    drop(settings, "day1.csv", content)
+    run_batch(settings, "b1")
+    drop(settings, "day1-again.csv", content)
+    run_batch(settings, "b2")
+
+    assert query(settings, "SELECT count(*) FROM cdrs") == [(2,)]
+    assert query(
+        settings,
+        "SELECT count(*), bool_and(identical), min(first_source_file) FROM duplicate_cdrs",
+    ) == [(2, True, "day1.csv")]
+    assert query(
+        settings, "SELECT source_file, source_row FROM rejected_cdrs ORDER BY 1"
+    ) == [("day1-again.csv", 2), ("day1.csv", 2)]
+    assert query(
+        settings, "SELECT replay_of FROM landed_files WHERE source_file = 'day1-again.csv'"
+    ) == [("day1.csv",)]
+
+
+def test_a_late_cdr_lands_in_its_own_day(settings: Settings) -> None:
+    drop(settings, "today.csv", HEADER + line("c1", start="2026-11-20T10:00:00Z"))
+    run_batch(settings, "b1")
+    drop(settings, "late.csv", HEADER + line("c0", start="2026-10-02T23:59:59Z"))
+    run_batch(settings, "b2")
+    warehouse = Warehouse(settings.warehouse_dir)
+    assert warehouse.cdrs_days() == ["2026-10-02", "2026-11-20"]
+    assert query(settings, "SELECT call_id, CAST(call_date AS VARCHAR) FROM cdrs ORDER BY 2") == [
+        ("c0", "2026-10-02"),
+        ("c1", "2026-11-20"),
+    ]
+
+
+def test_rerunning_any_step_of_any_batch_changes_nothing(settings: Settings) -> None:
+    drop(settings, "a.csv", HEADER + line("c1") + line("c2") + line("bad", duration="-1"))
+    run_batch(settings, "b1")
+    drop(settings, "b.csv", HEADER + line("c2", duration="90") + line("c3"))
+    run_batch(settings, "b2")
+    before = snapshot(settings)
+
+    warehouse = Warehouse(settings.warehouse_dir)
+    # The files have left the landing folder; re-runs read them from the archive.
+    assert not list(settings.landing_dir.iterdir())
+    run_batch(settings, "b1", files=[])
+    run_batch(settings, "b2", files=[])
+    for day in warehouse.cdrs_days():
+        ingest.rebuild_cdrs_day(warehouse, day)
+    publish_serving_file(warehouse)
+    assert snapshot(settings) == before
+
+
+def test_landing_order_is_the_order_batches_were_deduplicated(settings: Settings) -> None:
+    warehouse = Warehouse(settings.warehouse_dir)
+    drop(settings, "x.csv", HEADER + line("c1", duration="10"))
+    ingest.read_batch_files(settings, warehouse, "z-late-key", ["x.csv"])
+    drop(settings, "y.csv", HEADER + line("c1", duration="20"))
+    ingest.read_batch_files(settings, warehouse, "a-early-key", ["y.csv"])
+    for batch in ("z-late-key", "a-early-key"):
+        ingest.validate_batch_files(settings, warehouse, batch)
+        ingest.deduplicate_batch(warehouse, batch)
+    publish_serving_file(warehouse)
+    assert query(settings, "SELECT source_file, duration_seconds FROM cdrs") == [("x.csv", 10)]
+    assert query(settings, "SELECT source_file, first_source_file FROM duplicate_cdrs") == [
+        ("y.csv", "x.csv")
+    ]
+
+
+def test_unreadable_files_are_recorded_moved_aside_and_do_not_block(settings: Settings) -> None:
+    (settings.landing_dir / "broken.csv.gz").write_bytes(gzip.compress(b"call_id\n1\n")[:12])
+    (settings.landing_dir / "latin1.csv").write_bytes(HEADER.encode() + "é,\n".encode("latin-1"))
+    (settings.landing_dir / "notes.xlsx").write_bytes(b"PK\x03\x04")
+    outside = settings.landing_dir.parent / "secret.csv"
+    outside.write_text(HEADER + line("secret"))
+    (settings.landing_dir / "link.csv").symlink_to(outside)
+    drop(settings, "-rf.csv", HEADER + line("dash"))
+    drop(settings, "good.csv", HEADER + line("c1"))
+    run_batch(settings, "b1")
+
+    files = dict(
+        query(settings, "SELECT source_file, status FROM landed_files ORDER BY source_file")
+    )
+    assert files == {
+        "-rf.csv": "rejected",
+        "broken.csv.gz": "rejected",
+        "good.csv": "processed",
+        "latin1.csv": "rejected",
+        "link.csv": "rejected",
+        "notes.xlsx": "rejected",
+    }
+    rejected = query(
+        settings,
+        "SELECT source_file, rows_read, rows_accepted, rows_rejected, error FROM landed_files "
+        "WHERE status = 'rejected' ORDER BY source_file",
+    )
+    for name, rows_read, accepted, refused, error in rejected:
+        assert (rows_read, accepted, refused) == (0, 0, 0)
+        assert error.startswith(f"{name}: ")
+    assert "symbolic link" in dict((r[0], r[4]) for r in rejected)["link.csv"]
+    assert query(settings, "SELECT call_id FROM cdrs") == [("c1",)]
+    assert outside.read_text().endswith(line("secret"))  # never followed, never moved
+    moved = Warehouse(settings.warehouse_dir).rejected_files_dir("b1")
+    assert (moved / "link.csv").is_symlink()
+    assert (moved / "broken.csv.gz.error.txt").read_text().startswith("broken.csv.gz: ")
+    assert sorted(os.listdir(settings.landing_dir)) == []
+
+
+def test_a_reader_holding_the_serving_file_sees_a_consistent_snapshot(settings: Settings) -> None:
+    drop(settings, "a.csv", HEADER + line("c1"))
+    run_batch(settings, "b1")
+    path = Warehouse(settings.warehouse_dir).serving_path
+    with duckdb.connect(str(path), read_only=True) as reader:
+        drop(settings, "b.csv", HEADER + line("c2"))
+        run_batch(settings, "b2")  # does not wait for, or fail because of, the reader
+        assert reader.execute("SELECT count(*) FROM cdrs").fetchone() == (1,)
+    assert query(settings, "SELECT count(*) FROM cdrs") == [(2,)]
+
+
+def test_header_only_file_is_processed_with_zero_rows(settings: Settings) -> None:
+    drop(settings, "empty-day.csv", HEADER)
+    drop(settings, "nothing.csv", "")
+    run_batch(settings, "b1")
+    assert query(
+        settings, "SELECT source_file, status, rows_read FROM landed_files ORDER BY 1"
+    ) == [("empty-day.csv", "processed", 0), ("nothing.csv", "rejected", 0)]

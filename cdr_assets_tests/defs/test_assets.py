@@ -40,9 +40,7 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
             run_config={"ops": {"raw_cdrs": {"config": {"files": ["a.csv"]}}}},
         )
         assert result.success
-        checks = {
-            e.check_name: e.passed for e in result.get_asset_check_evaluations()
-        }
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {
             "matches_validated_schema": True,
             "rows_add_up": True,
@@ -77,6 +75,4 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
 def _cdrs(warehouse: Warehouse) -> list[tuple[object, ...]]:
     with duckdb.connect() as con:
         files = [str(p) for p in warehouse.table_files("cdrs")]
-        return con.execute(
-            "SELECT * FROM read_parquet(?) ORDER BY call_id", [files]
-        ).fetchall()
+        return con.execute("SELECT * FROM read_parquet(?) ORDER BY call_id", [files]).fetchall()

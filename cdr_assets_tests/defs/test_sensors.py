@@ -26,9 +26,7 @@ def tick(landing: Path, cursor: str | None, instance: dg.DagsterInstance) -> dg.
         rates_dir=str(landing.parent / "rates"),
         warehouse_dir=str(landing.parent / "warehouse"),
     )
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"cdr": resource}
-    )
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"cdr": resource})
     result = landing_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
@@ -45,9 +43,7 @@ def test_a_new_file_waits_one_tick_then_is_taken_once(landing: Path) -> None:
         assert request.run_config["ops"]["raw_cdrs"]["config"]["files"] == ["a.csv"]
         assert request.partition_key == request.run_key
         assert second.dynamic_partitions_requests
-        assert list(second.dynamic_partitions_requests[0].partition_keys) == [
-            request.partition_key
-        ]
+        assert list(second.dynamic_partitions_requests[0].partition_keys) == [request.partition_key]
         # The run has not moved the file yet: later ticks must not take it again.
         third = tick(landing, second.cursor, instance)
         assert not third.run_requests

@@ -97,7 +97,9 @@ def test_nothing_is_lost_and_first_landing_wins(settings: Settings) -> None:
     )
     assert files == [("a.csv", "processed", 2, 1, 1, 0), ("b.csv", "processed", 3, 3, 0, 2)]
     # a.csv lands before b.csv (name order): its c1 is kept, b.csv's c1 is a changed copy.
-    assert query(settings, "SELECT call_id, source_file, duration_seconds FROM cdrs ORDER BY 1") == [
+    assert query(
+        settings, "SELECT call_id, source_file, duration_seconds FROM cdrs ORDER BY 1"
+    ) == [
         ("c1", "a.csv", 60),
         ("c2", "b.csv", 60),
     ]
@@ -123,9 +125,10 @@ def test_a_replayed_file_counts_nothing_twice(settings: Settings) -> None:
         settings,
         "SELECT count(*), bool_and(identical), min(first_source_file) FROM duplicate_cdrs",
     ) == [(2, True, "day1.csv")]
-    assert query(
-        settings, "SELECT source_file, source_row FROM rejected_cdrs ORDER BY 1"
-    ) == [("day1-again.csv", 2), ("day1.csv", 2)]
+    assert query(settings, "SELECT source_file, source_row FROM rejected_cdrs ORDER BY 1") == [
+        ("day1-again.csv", 2),
+        ("day1.csv", 2),
+    ]
     assert query(
         settings, "SELECT replay_of FROM landed_files WHERE source_file = 'day1-again.csv'"
     ) == [("day1.csv",)]

@@ -68,7 +68,7 @@ def run_validation(
 
 
 def reasons_for(**changes: str | None) -> list[str]:
-    accepted, rejected = run_validation([{**GOOD, **changes}])
+    _, rejected = run_validation([{**GOOD, **changes}])
     return rejected[0]["reasons"] if rejected else []
 
 
@@ -159,7 +159,10 @@ def test_refused_rows_keep_file_row_and_raw_text() -> None:
             {"duration_seconds": 330},  # the fraction is dropped
         ),
         ({"disposition": None}, {"disposition": "ANSWERED"}),
-        ({"disposition": None, "duration_seconds": "0", "end_time": None}, {"disposition": "NO_ANSWER"}),
+        (
+            {"disposition": None, "duration_seconds": "0", "end_time": None},
+            {"disposition": "NO_ANSWER"},
+        ),
         ({"disposition": "busy"}, {"disposition": "BUSY"}),
         ({"call_type": "NATIONAL", "called_number": "+12025550199"}, {"call_type": "national"}),
         ({"country_code": "gb"}, {"country_code": "GB"}),

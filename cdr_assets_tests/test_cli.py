@@ -1,0 +1,97 @@
+"""`cdr-pipeline generate` then `cdr-pipeline process`, as a user runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdr_assets.cli import main
+from cdr_assets.lib.schemas import REASONS
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CDR_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("CDR_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return tmp_path
+
+
+def serving(env: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(env / "warehouse" / "cdr.duckdb"), read_only=True)
+
+
+def test_process_on_generated_data_satisfies_the_contract(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate"]) == 0
+    landing = env / "landing"
+    (landing / "zz_corrupt.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    assert main(["process"]) == 0
+    summary = capsys.readouterr().out
+    assert "7 files (1 rejected)" in summary
+    assert sorted(p.name for p in landing.iterdir()) == []
+
+    with serving(env) as con:
+        # Nothing lost: per file, read = accepted + rejected; accepted = kept + duplicates.
+        assert con.execute(
+            "SELECT count(*) FROM landed_files WHERE rows_read <> rows_accepted + rows_rejected"
+        ).fetchone() == (0,)
+        accepted, rejected = con.execute(
+            "SELECT sum(rows_accepted), sum(rows_rejected) FROM landed_files"
+        ).fetchone() or (0, 0)
+        kept = con.execute("SELECT count(*) FROM cdrs").fetchone()
+        duplicates = con.execute("SELECT count(*) FROM duplicate_cdrs").fetchone()
+        assert kept and duplicates and accepted == kept[0] + duplicates[0]
+        assert con.execute("SELECT count(*) FROM rejected_cdrs").fetchone() == (rejected,)
+        assert con.execute("SELECT count(*), count(DISTINCT call_id) FROM cdrs").fetchone() == (
+            kept[0],
+            kept[0],
+        )
+        # Every reason of the contract occurs in the sample.
+        seen = {
+            r
+            for (r,) in con.execute("SELECT DISTINCT unnest(reasons) FROM rejected_cdrs").fetchall()
+        }
+        assert seen == set(REASONS)
+        # The replayed file adds nothing: all its accepted rows are identical duplicates.
+        replay = con.execute(
+            "SELECT source_file, replay_of, rows_accepted, rows_duplicate FROM landed_files "
+            "WHERE replay_of IS NOT NULL"
+        ).fetchall()
+        assert len(replay) == 1 and replay[0][2] == replay[0][3]
+        # The corrupt file is reported and moved aside.
+        status, error, stored = con.execute(
+            "SELECT status, error, stored_path FROM landed_files "
+            "WHERE source_file = 'zz_corrupt.csv.gz'"
+        ).fetchone() or ("", "", "")
+        assert status == "rejected" and "gzip" in error
+        assert (env / "warehouse" / stored).exists()
+        days = con.execute("SELECT count(DISTINCT call_date) FROM cdrs").fetchone()
+        assert days == (3,)
+
+    # Again, with nothing new: nothing changes.
+    before = (env / "warehouse" / "cdr.duckdb").stat().st_mtime_ns
+    assert main(["process"]) == 0
+    assert (env / "warehouse" / "cdr.duckdb").stat().st_mtime_ns == before
+
+
+def test_a_bad_setting_is_refused_with_a_clear_message(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CDR_SOURCE_TIMEZONE", "Mars/Olympus")
+    assert main(["process"]) == 2
+    assert "CDR_SOURCE_TIMEZONE='Mars/Olympus' is not an IANA time zone" in capsys.readouterr().err
+
+
+def test_a_failing_step_exits_non_zero_and_says_which(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_folder = env / "warehouse-is-a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("CDR_WAREHOUSE_DIR", str(not_a_folder))
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 1
+    assert "FAILED raw_cdrs" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from cdr_assets.lib.settings import Settings, SettingsError, project_root
 
@@ -33,8 +34,8 @@ telemetry:
 class Progress:
     """Step lines: updated in place on a terminal, plain lines otherwise (logs, CI)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
         self.tty = stream.isatty()
         self.started = time.monotonic()
 
@@ -66,6 +67,7 @@ def process(settings: Settings, progress: Progress) -> int:
     from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME, new_batch_id
     from cdr_assets.defs.partitions import landing_batches
     from cdr_assets.defs.reporting import PROGRESS_LOGGER
+    from cdr_assets.defs.resources import CdrPipeline
     from cdr_assets.lib.landing import list_landing
     from cdr_assets.lib.warehouse import Warehouse, sql_file_list
 
@@ -96,6 +98,8 @@ def process(settings: Settings, progress: Progress) -> int:
                     "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
                 },
                 instance=instance,
+                # The settings of this invocation, not those seen when the module was imported.
+                resources={"cdr": CdrPipeline.from_settings(settings)},
                 raise_on_error=False,
             )
         finally:

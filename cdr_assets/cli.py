@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from cdr_assets.lib.settings import Settings, SettingsError, project_root
 
@@ -32,20 +33,26 @@ telemetry:
 
 
 class Progress:
-    """Step lines: updated in place on a terminal, plain lines otherwise (logs, CI)."""
+    """Step lines; on a terminal also a live status line with the elapsed time (rich)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = stream.isatty()
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr, highlight=False)
         self.started = time.monotonic()
+        self._status: Any = None
 
     def line(self, text: str) -> None:
         stamp = f"[{time.monotonic() - self.started:7.1f}s]"
-        if self.tty:
-            self.stream.write(f"\r\033[K{stamp} {text}\n")
-        else:
-            self.stream.write(f"{stamp} {text}\n")
-        self.stream.flush()
+        self.console.print(f"{stamp} {text}", markup=False, soft_wrap=True)
+
+    @contextmanager
+    def running(self, what: str) -> Iterator[None]:
+        if not self.console.is_terminal:
+            yield
+            return
+        with self.console.status(what, spinner="dots"):
+            yield
 
 
 class _ProgressHandler(logging.Handler):
@@ -90,18 +97,19 @@ def process(settings: Settings, progress: Progress) -> int:
         progress_logger.setLevel(logging.INFO)
         progress_logger.addHandler(handler)
         try:
-            result = job.execute_in_process(
-                partition_key=batch_id,
-                run_config={
-                    "ops": {"raw_cdrs": {"config": {"files": files}}},
-                    # Failures are reported below, one clear line a step, not as tracebacks.
-                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-                },
-                instance=instance,
-                # The settings of this invocation, not those seen when the module was imported.
-                resources={"cdr": CdrPipeline.from_settings(settings)},
-                raise_on_error=False,
-            )
+            with progress.running(f"processing batch {batch_id}"):
+                result = job.execute_in_process(
+                    partition_key=batch_id,
+                    run_config={
+                        "ops": {"raw_cdrs": {"config": {"files": files}}},
+                        # Failures are reported below, one clear line a step, not as tracebacks.
+                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+                    },
+                    instance=instance,
+                    # The settings of this invocation, not those seen when the module was imported.
+                    resources={"cdr": CdrPipeline.from_settings(settings)},
+                    raise_on_error=False,
+                )
         finally:
             progress_logger.removeHandler(handler)
     if not result.success:

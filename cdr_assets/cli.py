@@ -2,6 +2,7 @@
 
 - ``process``: what the landing sensor and its run do, once, headless: every file in the
   landing folder through every layer, then the serving file; exits 0 when every step ran.
+- ``rerate``: price again, with the current decks, every batch priced by older ones.
 - ``generate``: sample CDR files into the landing folder.
 - ``dev``: the Dagster UI and daemon (sensor on) for this project, with sample data.
 """
@@ -66,60 +67,67 @@ class _ProgressHandler(logging.Handler):
         self.progress.line(record.getMessage())
 
 
-def process(settings: Settings, progress: Progress) -> int:
+def _open_instance() -> Any:
     import dagster as dg
-    import duckdb
 
+    # With DAGSTER_HOME the runs are recorded where the UI shows them; else in memory.
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _run_batch(
+    instance: Any,
+    job_name: str,
+    batch_id: str,
+    files: list[str],
+    settings: Settings,
+    progress: Progress,
+) -> bool:
+    """One run of a batch job, in this process; failures reported one line a step."""
     from cdr_assets.definitions import defs
-    from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME, new_batch_id
     from cdr_assets.defs.partitions import landing_batches
     from cdr_assets.defs.reporting import PROGRESS_LOGGER
     from cdr_assets.defs.resources import CdrPipeline
-    from cdr_assets.lib.landing import list_landing
+
+    instance.add_dynamic_partitions(landing_batches.name or "", [batch_id])
+    job = defs.resolve_job_def(job_name)
+    run_config: dict[str, Any] = {
+        # Failures are reported below, one clear line a step, not as tracebacks.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    if files:
+        run_config["ops"] = {"raw_cdrs": {"config": {"files": files}}}
+    handler = _ProgressHandler(progress)
+    progress_logger = logging.getLogger(PROGRESS_LOGGER)
+    progress_logger.setLevel(logging.INFO)
+    progress_logger.addHandler(handler)
+    try:
+        with progress.running(f"{job_name} {batch_id}"):
+            result = job.execute_in_process(
+                partition_key=batch_id,
+                run_config=run_config,
+                instance=instance,
+                # The settings of this invocation, not those seen when the module was imported.
+                resources={"cdr": CdrPipeline.from_settings(settings)},
+                raise_on_error=False,
+            )
+    finally:
+        progress_logger.removeHandler(handler)
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            cause = error.cause if error and error.cause else error
+            message = cause.message.strip() if cause else "unknown error"
+            progress.line(f"FAILED {event.step_key}: {message}")
+    return bool(result.success)
+
+
+def _summary(settings: Settings, batch_id: str) -> str:
+    import duckdb
+
     from cdr_assets.lib.warehouse import Warehouse, sql_file_list
 
-    files = [entry.name for entry in list_landing(settings.landing_dir)]
-    if not files:
-        progress.line(f"no new files in {settings.landing_dir}: nothing to do")
-        return 0
-    progress.line(f"{len(files)} files in {settings.landing_dir}")
-    batch_id = new_batch_id()
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
-    with instance:
-        instance.add_dynamic_partitions(landing_batches.name or "", [batch_id])
-        job = defs.resolve_job_def(INGEST_JOB_NAME)
-        handler = _ProgressHandler(progress)
-        progress_logger = logging.getLogger(PROGRESS_LOGGER)
-        progress_logger.setLevel(logging.INFO)
-        progress_logger.addHandler(handler)
-        try:
-            with progress.running(f"processing batch {batch_id}"):
-                result = job.execute_in_process(
-                    partition_key=batch_id,
-                    run_config={
-                        "ops": {"raw_cdrs": {"config": {"files": files}}},
-                        # Failures are reported below, one clear line a step, not as tracebacks.
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-                    },
-                    instance=instance,
-                    # The settings of this invocation, not those seen when the module was imported.
-                    resources={"cdr": CdrPipeline.from_settings(settings)},
-                    raise_on_error=False,
-                )
-        finally:
-            progress_logger.removeHandler(handler)
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                error = event.step_failure_data.error
-                cause = error.cause if error and error.cause else error
-                message = cause.message.strip() if cause else "unknown error"
-                progress.line(f"FAILED {event.step_key}: {message}")
-        return 1
     warehouse = Warehouse(settings.warehouse_dir)
     with duckdb.connect() as con:
         row = con.execute(
@@ -130,11 +138,68 @@ def process(settings: Settings, progress: Progress) -> int:
         ).fetchone()
     assert row is not None
     nfiles, nrejected, read, accepted, rejected, duplicate = (int(v or 0) for v in row)
-    print(
+    return (
         f"batch {batch_id}: {nfiles} files ({nrejected} rejected), {read} rows read, "
-        f"{accepted} accepted, {rejected} rejected, {duplicate} duplicate; "
-        f"{time.monotonic() - progress.started:.1f} s; serving file {warehouse.serving_path}"
+        f"{accepted} accepted, {rejected} rejected, {duplicate} duplicate"
     )
+
+
+def process(settings: Settings, progress: Progress) -> int:
+    """Finish any batch a failed or killed run left, then take every file now landed."""
+    from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME, new_batch_id
+    from cdr_assets.lib.landing import list_landing
+    from cdr_assets.lib.warehouse import Warehouse
+
+    warehouse = Warehouse(settings.warehouse_dir)
+    batches: list[tuple[str, list[str]]] = [(b, []) for b in warehouse.unfinished_batches()]
+    files = [entry.name for entry in list_landing(settings.landing_dir)]
+    if files:
+        batches.append((new_batch_id(), files))
+    if not batches:
+        progress.line(f"no new files in {settings.landing_dir}: nothing to do")
+        return 0
+    with _open_instance() as instance:
+        for batch_id, batch_files in batches:
+            if batch_files:
+                progress.line(f"{len(batch_files)} files in {settings.landing_dir}")
+            else:
+                progress.line(f"finishing batch {batch_id}, left unfinished by an earlier run")
+            if not _run_batch(instance, INGEST_JOB_NAME, batch_id, batch_files, settings, progress):
+                return 1
+            print(f"{_summary(settings, batch_id)}; {time.monotonic() - progress.started:.1f} s")
+    print(f"serving file {warehouse.serving_path}")
+    return 0
+
+
+def rerate(settings: Settings, progress: Progress) -> int:
+    """Price again every batch whose calls were priced by another deck version."""
+    import duckdb
+
+    from cdr_assets.lib.rating import load_decks
+    from cdr_assets.lib.warehouse import Warehouse, sql_file_list
+
+    version = load_decks(settings.rates_dir).version
+    warehouse = Warehouse(settings.warehouse_dir)
+    seqs = warehouse.batch_seqs()
+    stale = []
+    with duckdb.connect() as con:
+        for path in warehouse.table_files("rated"):
+            row = con.execute(
+                f"SELECT count(*) FROM read_parquet({sql_file_list([path])}) "
+                "WHERE deck_version IS DISTINCT FROM $version",
+                {"version": version},
+            ).fetchone()
+            if row and row[0] and path.stem in seqs:
+                stale.append(path.stem)
+    if not stale:
+        progress.line(f"every batch is priced by the current decks ({version})")
+        return 0
+    progress.line(f"{len(stale)} batches priced by older decks; re-rating with {version}")
+    with _open_instance() as instance:
+        for batch_id in sorted(stale, key=seqs.__getitem__):
+            if not _run_batch(instance, "rerate_batches", batch_id, [], settings, progress):
+                return 1
+    print(f"re-rated {len(stale)} batches with decks {version}")
     return 0
 
 
@@ -177,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdr-pipeline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("process", help="process every file in the landing folder, once")
+    commands.add_parser("rerate", help="price again the batches priced by older decks")
     gen = commands.add_parser("generate", help="write sample CDR files into the landing folder")
     gen.add_argument("--seed", type=int, default=7)
     dev_parser = commands.add_parser("dev", help="start the Dagster UI with the landing sensor")
@@ -191,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "process":
         return process(settings, Progress())
+    if args.command == "rerate":
+        return rerate(settings, Progress())
     if args.command == "generate":
         return generate(settings, args.seed)
     return dev(settings, args.host, args.port, not args.no_sample)

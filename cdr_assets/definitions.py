@@ -5,18 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from cdr_assets.defs.ingest import assets as ingest_assets
-from cdr_assets.defs.ingest.jobs import ingest_batch, rebuild_cdrs_days
+from cdr_assets.defs.ingest.jobs import ingest_batch, rebuild_cdrs_days, rerate_batches
 from cdr_assets.defs.ingest.sensors import landing_sensor
+from cdr_assets.defs.rating import assets as rating_assets
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.defs.serving import assets as serving_assets
 from cdr_assets.lib.settings import Settings
 
 defs = dg.Definitions(
     assets=[
-        *dg.load_assets_from_modules([ingest_assets, serving_assets]),
+        *dg.load_assets_from_modules([ingest_assets, rating_assets, serving_assets]),
     ],
     asset_checks=[],
-    jobs=[ingest_batch, rebuild_cdrs_days],
+    jobs=[ingest_batch, rebuild_cdrs_days, rerate_batches],
     sensors=[landing_sensor],
     resources={"cdr": CdrPipeline.from_settings(Settings.from_env())},
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,8 @@ import pytest
 
 from cdr_assets.cli import main
 from cdr_assets.lib.schemas import REASONS
+
+SHIPPED_RATES = Path(__file__).resolve().parents[1] / "rates"
 
 
 @pytest.fixture
@@ -95,3 +98,59 @@ def test_a_failing_step_exits_non_zero_and_says_which(
     assert main(["generate"]) == 0
     assert main(["process"]) == 1
     assert "FAILED raw_cdrs" in capsys.readouterr().err
+
+
+@pytest.fixture
+def own_rates(env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    rates = env / "rates"
+    shutil.copytree(SHIPPED_RATES, rates)
+    monkeypatch.setenv("CDR_RATES_DIR", str(rates))
+    return rates
+
+
+def test_a_broken_deck_stops_the_batch_and_the_next_process_finishes_it(
+    env: Path, own_rates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deck = own_rates / "cost" / "carrier_002.csv"
+    good = deck.read_text()
+    lines = good.splitlines(keepends=True)
+    lines[2] = lines[2].replace("0.015", "-0.015")
+    deck.write_text("".join(lines))
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED rate_decks" in err
+    assert "cost/carrier_002.csv line 3" in err
+    assert not (env / "warehouse" / "cdr.duckdb").exists()  # nothing priced wrongly
+
+    deck.write_text(good)
+    assert main(["process"]) == 0
+    assert "finishing batch" in capsys.readouterr().err
+    with serving(env) as con:
+        assert con.execute("SELECT count(*) FROM landed_files").fetchone() == (6,)
+        assert con.execute("SELECT count(*) FROM cdrs WHERE rating_status IS NULL").fetchone() == (
+            0,
+        )
+
+
+def test_rerate_replaces_amounts_priced_by_an_older_deck(
+    env: Path, own_rates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 0
+    query = (
+        "SELECT sum(cost), count(DISTINCT deck_version) FROM cdrs WHERE carrier_id = 'carrier_001'"
+    )
+    with serving(env) as con:
+        cost_before, versions = con.execute(query).fetchone() or (None, None)
+    assert versions == 1 and cost_before > 0
+    deck = own_rates / "cost" / "carrier_001.csv"
+    deck.write_text(deck.read_text().replace(",0.01,", ",0.02,"))  # local rate doubles
+    assert main(["rerate"]) == 0
+    with serving(env) as con:
+        cost_after, versions = con.execute(query).fetchone() or (None, None)
+        assert con.execute("SELECT count(*) FROM cdrs").fetchone() == (1455,)
+    assert versions == 1 and cost_after > cost_before
+    capsys.readouterr()
+    assert main(["rerate"]) == 0
+    assert "every batch is priced by the current decks" in capsys.readouterr().err

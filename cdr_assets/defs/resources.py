@@ -26,6 +26,7 @@ class CdrPipeline(dg.ConfigurableResource):
     max_duration_seconds: int = DEFAULT_MAX_DURATION_SECONDS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     lock_timeout_seconds: float = 3600.0
+    unrated_warn_share: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CdrPipeline:

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdr_assets.lib import dedup, readers
+from cdr_assets.lib import dedup, rating, readers
 from cdr_assets.lib.landing import unsafe_name_reason
 from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.settings import Settings
@@ -29,8 +29,12 @@ from cdr_assets.lib.warehouse import (
     copy_to_parquet_atomic,
     remove_file,
     sql_file_list,
+    write_relation_atomic,
     write_text_atomic,
 )
+
+# The layer whose rows deduplication keeps in ``cdrs``: the last row-level layer.
+LAST_BATCH_LAYER = "rated"
 
 RAW_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("source_row", pa.int64())]
@@ -231,6 +235,36 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
 
 
 @dataclass(frozen=True)
+class RateResult:
+    batch_id: str
+    deck_version: str
+    statuses: dict[str, int]
+
+
+def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateResult:
+    """validated/<batch> -> rated/<batch>: every accepted row priced by the current decks.
+
+    A deck that breaks the billing contract raises ``DeckError`` (naming file, line and
+    rule): the batch stops here rather than price a call wrongly.
+    """
+    decks = rating.load_decks(settings.rates_dir)
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TEMP VIEW batch_validated AS SELECT * FROM read_parquet("
+            + sql_file_list([warehouse.batch_file("validated", batch_id)])
+            + ")"
+        )
+        rated = rating.rate_calls(con, "batch_validated", decks)
+        write_relation_atomic(rated, warehouse.batch_file("rated", batch_id))
+        statuses = con.execute(
+            "SELECT rating_status, count(*) FROM read_parquet("
+            + sql_file_list([warehouse.batch_file("rated", batch_id)])
+            + ") GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return RateResult(batch_id, decks.version, {str(k): int(n) for k, n in statuses})
+
+
+@dataclass(frozen=True)
 class DedupResult:
     batch_id: str
     rows_kept: int
@@ -250,7 +284,9 @@ def _open_dedup(
 ) -> None:
     con.execute(
         "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT *, $batch_seq::BIGINT AS batch_seq "
-        "FROM read_parquet(" + sql_file_list([warehouse.batch_file("validated", batch_id)]) + ")",
+        "FROM read_parquet("
+        + sql_file_list([warehouse.batch_file(LAST_BATCH_LAYER, batch_id)])
+        + ")",
         {"batch_seq": batch_seq},
     )
     earlier = _earlier_kept_files(warehouse, batch_seq)
@@ -272,7 +308,7 @@ SELECT * FROM kept_rows WHERE call_date = CAST($day AS DATE) ORDER BY source_fil
 
 
 def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
-    """validated/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
+    """rated/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
 
     Call under the warehouse writer lock: it gives the batch its landing sequence.
     """
@@ -352,7 +388,7 @@ def _finish_landed_files(
 
 
 def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
-    """Rewrite one day of ``cdrs`` from the validated batches, in landing order.
+    """Rewrite one day of ``cdrs`` from the batches' last layer, in landing order.
 
     Each batch that has rows for the day is deduplicated again against the batches before
     it, which is what the batch runs did: the files come out the same.
@@ -360,7 +396,7 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
     date.fromisoformat(call_date)  # a partition key from the UI: refuse anything but a date
     seqs = warehouse.batch_seqs()
     touching = []
-    for path in warehouse.table_files("validated"):
+    for path in warehouse.table_files(LAST_BATCH_LAYER):
         with duckdb.connect() as con:
             row = con.execute(
                 f"SELECT count(*) FROM read_parquet({sql_file_list([path])}) "
@@ -394,9 +430,11 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
 
 __all__ = [
     "DedupResult",
+    "RateResult",
     "RawResult",
     "ValidateResult",
     "deduplicate_batch",
+    "rate_batch",
     "read_batch_files",
     "rebuild_cdrs_day",
     "validate_batch_files",

@@ -9,6 +9,7 @@ snapshot and never blocks the writer; the next connection sees the new tables.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,12 @@ EMPTY_TABLES: dict[str, str] = {
         carrier_id VARCHAR, call_type VARCHAR, country_code VARCHAR, disposition VARCHAR,
         call_date DATE, called_country VARCHAR, caller_country VARCHAR, flags VARCHAR[],
         derived_fields VARCHAR[], fingerprint VARCHAR, source_file VARCHAR,
-        source_row BIGINT, batch_id VARCHAR, batch_seq BIGINT""",
+        source_row BIGINT, batch_id VARCHAR, billable_seconds BIGINT, rate_prefix VARCHAR,
+        destination VARCHAR, rate_per_minute DECIMAL(38,12), connection_fee DECIMAL(38,12),
+        cost DECIMAL(38,4), retail_prefix VARCHAR, retail_destination VARCHAR,
+        retail_rate_per_minute DECIMAL(38,12), retail_billable_seconds BIGINT,
+        revenue DECIMAL(38,4), margin DECIMAL(38,4), rating_status VARCHAR,
+        deck_version VARCHAR, batch_seq BIGINT""",
     "rejected_cdrs": """source_file VARCHAR, source_row BIGINT, raw_record VARCHAR,
         reasons VARCHAR[], detail VARCHAR, batch_id VARCHAR""",
     "duplicate_cdrs": """call_id VARCHAR, source_file VARCHAR, source_row BIGINT,
@@ -36,7 +42,8 @@ EMPTY_TABLES: dict[str, str] = {
 
 
 def _empty_select(columns: str) -> str:
-    parts = [c.strip() for c in columns.replace("\n", " ").split(",") if c.strip()]
+    # Split on the commas between columns, not those inside a type such as DECIMAL(38,4).
+    parts = [c.strip() for c in re.split(r",(?![^()]*\))", columns) if c.strip()]
     cols = ", ".join(f"CAST(NULL AS {p.split(None, 1)[1]}) AS {p.split(None, 1)[0]}" for p in parts)
     return f"SELECT {cols} WHERE false"
 

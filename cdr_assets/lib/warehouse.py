@@ -6,6 +6,8 @@ Layout under ``CDR_WAREHOUSE_DIR``::
     batches/<batch_id>.json              which files a batch took, and its landing order
     raw/<batch_id>.parquet               rows as read (strings)
     validated/<batch_id>.parquet         accepted rows, typed
+    rated/<batch_id>.parquet             accepted rows with cost, revenue, margin, status
+    rate_decks/<version>/                the decks that priced calls, kept to explain bills
     rejected_cdrs/<batch_id>.parquet     refused rows with their reasons
     landed_files/<batch_id>.parquet      one row per file of the batch
     duplicate_cdrs/<batch_id>.parquet    accepted rows set aside as duplicates
@@ -140,6 +142,18 @@ class Warehouse:
             ),
         )
 
+    def unfinished_batches(self) -> list[str]:
+        """Batches that were taken but never deduplicated (a failed or killed run)."""
+        folder = self.root / "batches"
+        if not folder.exists():
+            return []
+        pending = []
+        for path in sorted(folder.glob("*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["seq"] is None:
+                pending.append(str(data["batch_id"]))
+        return pending
+
     def batch_seqs(self) -> dict[str, int]:
         folder = self.root / "batches"
         if not folder.exists():
@@ -187,6 +201,17 @@ def copy_to_parquet_atomic(
             f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)",
             params or {},
         )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_relation_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> None:
+    """Write a relation to ``path`` as Parquet, renamed into place when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    try:
+        relation.write_parquet(str(tmp), compression="zstd")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

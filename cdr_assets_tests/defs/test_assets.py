@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 
 from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, validate_cdrs
+from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.defs.serving.assets import serving_db
 from cdr_assets.lib.warehouse import Warehouse
@@ -27,13 +28,13 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
     (landing / "a.csv").write_text(CSV)
     resource = CdrPipeline(
         landing_dir=str(landing),
-        rates_dir=str(tmp_path / "rates"),
+        rates_dir=str(Path(__file__).resolve().parents[2] / "rates"),
         warehouse_dir=str(tmp_path / "warehouse"),
     )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("landing_batches", ["b1"])
         result = dg.materialize(
-            [raw_cdrs, validate_cdrs, deduplicate_cdrs, serving_db],
+            [raw_cdrs, validate_cdrs, rate_decks, rated_cdrs, deduplicate_cdrs, serving_db],
             partition_key="b1",
             resources={"cdr": resource},
             instance=instance,
@@ -43,6 +44,9 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {
             "matches_validated_schema": True,
+            "one_status_per_row": True,
+            "margin_is_revenue_minus_cost": True,
+            "unrated_share": True,
             "rows_add_up": True,
             "cdrs_call_id_unique": True,
         }

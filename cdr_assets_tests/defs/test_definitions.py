@@ -9,7 +9,7 @@ from cdr_assets.definitions import defs
 
 def test_definitions_load_and_every_job_resolves() -> None:
     dg.Definitions.validate_loadable(defs)
-    for name in ("ingest_batch", "rebuild_cdrs_days"):
+    for name in ("ingest_batch", "rebuild_cdrs_days", "rerate_batches"):
         assert defs.resolve_job_def(name).name == name
     assert defs.resolve_sensor_def("landing_sensor").job_name == "ingest_batch"
 
@@ -21,10 +21,14 @@ def test_the_layers_are_assets_with_their_lineage() -> None:
         "raw_cdrs",
         "validated_cdrs",
         "rejected_cdrs",
+        "rate_decks",
+        "rated_cdrs",
         "duplicate_cdrs",
         "landed_files",
         "cdrs",
         "serving_db",
     } <= keys
     assert dg.AssetKey("raw_cdrs") in graph.get(dg.AssetKey("validated_cdrs")).parent_keys
-    assert dg.AssetKey("validated_cdrs") in graph.get(dg.AssetKey("cdrs")).parent_keys
+    assert dg.AssetKey("validated_cdrs") in graph.get(dg.AssetKey("rated_cdrs")).parent_keys
+    assert dg.AssetKey("rate_decks") in graph.get(dg.AssetKey("rated_cdrs")).parent_keys
+    assert dg.AssetKey("rated_cdrs") in graph.get(dg.AssetKey("cdrs")).parent_keys

@@ -15,6 +15,7 @@ from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings
 from cdr_assets.lib.warehouse import Warehouse
 
+SHIPPED_RATES = Path(__file__).resolve().parents[2] / "rates"
 HEADER = (
     "call_id,caller_number,called_number,start_time,end_time,duration_seconds,"
     "carrier_id,call_type,country_code,disposition\n"
@@ -44,7 +45,7 @@ def settings(tmp_path: Path) -> Settings:
     (tmp_path / "landing").mkdir()
     return Settings(
         landing_dir=tmp_path / "landing",
-        rates_dir=tmp_path / "rates",
+        rates_dir=SHIPPED_RATES,
         warehouse_dir=tmp_path / "warehouse",
     )
 
@@ -58,6 +59,7 @@ def run_batch(settings: Settings, batch_id: str, files: list[str] | None = None)
     names = files if files is not None else sorted(os.listdir(settings.landing_dir))
     ingest.read_batch_files(settings, warehouse, batch_id, names)
     ingest.validate_batch_files(settings, warehouse, batch_id)
+    ingest.rate_batch(settings, warehouse, batch_id)
     ingest.deduplicate_batch(warehouse, batch_id)
     publish_serving_file(warehouse)
 
@@ -173,6 +175,7 @@ def test_landing_order_is_the_order_batches_were_deduplicated(settings: Settings
     ingest.read_batch_files(settings, warehouse, "a-early-key", ["y.csv"])
     for batch in ("z-late-key", "a-early-key"):
         ingest.validate_batch_files(settings, warehouse, batch)
+        ingest.rate_batch(settings, warehouse, batch)
         ingest.deduplicate_batch(warehouse, batch)
     publish_serving_file(warehouse)
     assert query(settings, "SELECT source_file, duration_seconds FROM cdrs") == [("x.csv", 10)]

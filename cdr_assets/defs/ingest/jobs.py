@@ -13,6 +13,8 @@ ingest_batch = dg.define_asset_job(
         "raw_cdrs",
         "validated_cdrs",
         "rejected_cdrs",
+        "rate_decks",
+        "rated_cdrs",
         "duplicate_cdrs",
         "landed_files",
         "serving_db",
@@ -28,4 +30,14 @@ rebuild_cdrs_days = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags={"cdr/writer": "ingest"},
     description="Rewrite one call date of cdrs from the validated batches, then publish.",
+)
+
+rerate_batches = dg.define_asset_job(
+    "rerate_batches",
+    selection=dg.AssetSelection.assets(
+        "rate_decks", "rated_cdrs", "duplicate_cdrs", "landed_files", "serving_db"
+    ),
+    executor_def=dg.in_process_executor,
+    tags={"cdr/writer": "ingest"},
+    description="Price a batch again with the current decks; its amounts in cdrs are replaced.",
 )

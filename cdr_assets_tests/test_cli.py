@@ -74,6 +74,12 @@ def test_process_on_generated_data_satisfies_the_contract(
         assert (env / "warehouse" / stored).exists()
         days = con.execute("SELECT count(DISTINCT call_date) FROM cdrs").fetchone()
         assert days == (3,)
+        # Every call is priced: the sample has answered, unanswered and deck-less carriers.
+        statuses = dict(
+            con.execute("SELECT rating_status, count(*) FROM cdrs GROUP BY 1").fetchall()
+        )
+        assert {"rated", "unanswered", "unknown_carrier"} <= set(statuses)
+        assert sum(statuses.values()) == kept[0]
 
     # Again, with nothing new: nothing changes.
     before = (env / "warehouse" / "cdr.duckdb").stat().st_mtime_ns

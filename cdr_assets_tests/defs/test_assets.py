@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -80,3 +81,43 @@ def _cdrs(warehouse: Warehouse) -> list[tuple[object, ...]]:
     with duckdb.connect() as con:
         files = [str(p) for p in warehouse.table_files("cdrs")]
         return con.execute("SELECT * FROM read_parquet(?) ORDER BY call_id", [files]).fetchall()
+
+
+def test_a_deck_change_makes_rated_batches_stale(tmp_path: Path) -> None:
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    from cdr_assets.definitions import defs
+
+    rates = tmp_path / "rates"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "rates", rates)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text(CSV)
+    resource = CdrPipeline(
+        landing_dir=str(landing), rates_dir=str(rates), warehouse_dir=str(tmp_path / "wh")
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("landing_batches", ["b1"])
+        assert (
+            defs.resolve_job_def("ingest_batch")
+            .execute_in_process(
+                partition_key="b1",
+                instance=instance,
+                resources={"cdr": resource},
+                run_config={"ops": {"raw_cdrs": {"config": {"files": ["a.csv"]}}}},
+            )
+            .success
+        )
+
+        def rated_status() -> StaleStatus:
+            resolver = CachingStaleStatusResolver(
+                instance, defs.resolve_asset_graph(), LoadingContextForTest(instance)
+            )
+            return resolver.get_status(dg.AssetKey("rated_cdrs"), "b1")
+
+        assert rated_status() == StaleStatus.FRESH
+        deck = rates / "cost" / "carrier_001.csv"
+        deck.write_text(deck.read_text().replace(",0.04,", ",0.05,"))
+        dg.materialize([rate_decks], instance=instance, resources={"cdr": resource})
+        assert rated_status() == StaleStatus.STALE

@@ -241,3 +241,16 @@ def test_header_only_file_is_processed_with_zero_rows(settings: Settings) -> Non
     assert query(
         settings, "SELECT source_file, status, rows_read FROM landed_files ORDER BY 1"
     ) == [("empty-day.csv", "processed", 0), ("nothing.csv", "rejected", 0)]
+
+
+def test_the_worked_example_is_priced_exactly_in_cdrs(settings: Settings) -> None:
+    # rating.md: 330 s international to +44 on carrier_001 bills 360 s, costs 0.2400, earns
+    # 0.3600 with the shipped decks (60/60, markup 1.5).
+    drop(settings, "a.csv", HEADER + line("c1", duration="330", call_type="international"))
+    run_batch(settings, "b1")
+    row = query(
+        settings,
+        "SELECT billable_seconds, rate_prefix, CAST(cost AS VARCHAR), CAST(revenue AS VARCHAR),"
+        " CAST(margin AS VARCHAR), rating_status, typeof(cost), typeof(revenue) FROM cdrs",
+    )
+    assert row == [(360, "44", "0.2400", "0.3600", "0.1200", "rated", *["DECIMAL(38,4)"] * 2)]

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from cdr_assets.lib.warehouse import sql_file_list
+from cdr_assets.lib.warehouse import read_parquet_sql
 
 PROGRESS_LOGGER = "cdr_assets.progress"
 
@@ -26,7 +26,7 @@ def report(context: dg.AssetExecutionContext, message: str) -> None:
 def parquet_metadata(paths: list[Path], preview_rows: int = 5) -> dict[str, Any]:
     if not paths:
         return {"dagster/row_count": 0}
-    source = f"read_parquet({sql_file_list(paths)}, union_by_name = true)"
+    source = read_parquet_sql(paths)
     with duckdb.connect() as con:
         count_row = con.execute(f"SELECT count(*) FROM {source}").fetchone()
         columns = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()

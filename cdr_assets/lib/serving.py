@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdr_assets.lib.warehouse import Warehouse, sql_file_list
+from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
 
 # Column types of each table, for the view shown while a table has no file yet.
 EMPTY_TABLES: dict[str, str] = {
@@ -52,7 +52,7 @@ def view_sql(warehouse: Warehouse, table: str) -> str:
     files = warehouse.table_files(table)
     if not files:
         return _empty_select(EMPTY_TABLES[table])
-    return f"SELECT * FROM read_parquet({sql_file_list(files)}, union_by_name = true)"
+    return f"SELECT * FROM {read_parquet_sql(files)}"
 
 
 def publish_serving_file(warehouse: Warehouse) -> dict[str, int]:

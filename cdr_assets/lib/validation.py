@@ -60,7 +60,9 @@ SELECT
     CASE WHEN regexp_full_match(r.end_time, $iso)
         THEN try_cast(replace(r.end_time, ',', '.') AS TIMESTAMPTZ) END AS end_ts,
     r.duration_seconds AS duration_raw,
-    CASE WHEN regexp_full_match(r.duration_seconds, '[0-9]{1,18}')
+    -- Digits only; leading zeros allowed. A value too long for BIGINT is over any maximum.
+    CASE WHEN regexp_full_match(r.duration_seconds, '[0-9]+')
+        AND length(ltrim(r.duration_seconds, '0')) <= 18
         THEN CAST(r.duration_seconds AS BIGINT) END AS duration_given,
     r.call_type AS call_type_raw,
     lower(r.call_type) AS call_type,

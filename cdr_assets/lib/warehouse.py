@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 BATCH_TABLES = ("raw", "validated", "rejected_cdrs", "landed_files", "duplicate_cdrs")
 
@@ -225,6 +227,41 @@ def _sql_path(path: Path) -> str:
 def sql_file_list(paths: list[Path]) -> str:
     """A DuckDB list literal of file paths for ``read_parquet``."""
     return "[" + ", ".join(f"'{_sql_path(p)}'" for p in paths) + "]"
+
+
+def read_parquet_sql(paths: list[Path]) -> str:
+    """A FROM-clause source reading ``paths`` as one table, without losing decimal digits.
+
+    DuckDB reads many Parquet files with the first file's types: a DECIMAL(38,5) column read
+    beside a DECIMAL(38,3) one is cut to 3 decimals. Files priced by decks of different
+    precision (or a changed ``money_decimals``) are therefore read in groups of equal types,
+    each group's decimals widened to the largest scale, and the groups unioned by name.
+    """
+    groups: dict[tuple[tuple[str, int, int], ...], list[Path]] = {}
+    for path in paths:
+        schema = pq.read_schema(path)
+        decimals = tuple(
+            (f.name, f.type.precision, f.type.scale)
+            for f in schema
+            if pa.types.is_decimal(f.type)
+        )
+        groups.setdefault(decimals, []).append(path)
+    if len(groups) <= 1:
+        return f"read_parquet({sql_file_list(paths)}, union_by_name = true)"
+    scales: dict[str, int] = {}
+    for signature in groups:
+        for name, _, scale in signature:
+            scales[name] = max(scales.get(name, 0), scale)
+    selects = []
+    for signature, group in groups.items():
+        casts = ", ".join(
+            f'CAST("{name}" AS DECIMAL(38, {scales[name]})) AS "{name}"' for name, _, _ in signature
+        )
+        replace = f" REPLACE ({casts})" if casts else ""
+        selects.append(
+            f"SELECT *{replace} FROM read_parquet({sql_file_list(group)}, union_by_name = true)"
+        )
+    return "(" + " UNION ALL BY NAME ".join(selects) + ")"
 
 
 def remove_file(path: Path) -> None:

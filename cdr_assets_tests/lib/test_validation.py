@@ -154,6 +154,7 @@ def test_refused_rows_keep_file_row_and_raw_text() -> None:
     ("changes", "expected"),
     [
         ({"end_time": None}, {"end_time": datetime(2026, 11, 20, 10, 5, 30, tzinfo=UTC)}),
+        ({"duration_seconds": "0000000000000000000330"}, {"duration_seconds": 330}),
         (
             {"duration_seconds": None, "end_time": "2026-11-20T10:05:30.900Z"},
             {"duration_seconds": 330},  # the fraction is dropped

@@ -241,9 +241,7 @@ def read_parquet_sql(paths: list[Path]) -> str:
     for path in paths:
         schema = pq.read_schema(path)
         decimals = tuple(
-            (f.name, f.type.precision, f.type.scale)
-            for f in schema
-            if pa.types.is_decimal(f.type)
+            (f.name, f.type.precision, f.type.scale) for f in schema if pa.types.is_decimal(f.type)
         )
         groups.setdefault(decimals, []).append(path)
     if len(groups) <= 1:

@@ -52,9 +52,11 @@ def test_the_writer_lock_serialises_writers_and_times_out_clearly(tmp_path: Path
     thread.start()
     held.wait(5)
     started = time.monotonic()
-    with pytest.raises(WarehouseBusy, match="being written by another process"):
-        with writer_lock(tmp_path, timeout_seconds=0.5):
-            pass
+    with (
+        pytest.raises(WarehouseBusy, match="being written by another process"),
+        writer_lock(tmp_path, timeout_seconds=0.5),
+    ):
+        pass
     assert time.monotonic() - started >= 0.5
     release.set()
     thread.join()

@@ -7,11 +7,12 @@ with a deliberately naive pure-Python reading of the contract on random decks an
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ from cdr_assets.lib.rating import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HEADER = "prefix,destination,call_type,rate_per_minute,connection_fee,increment,effective_from,effective_to"
+HEADER = (
+    "prefix,destination,call_type,rate_per_minute,connection_fee,increment,"
+    "effective_from,effective_to"
+)
 CONFIG = 'currency = "USD"\nmoney_decimals = 4\nmarkup = 1.5\n'
 NOON = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
 
@@ -255,6 +259,19 @@ def test_money_decimals_zero_and_twelve(tmp_path: Path) -> None:
         )
         row = rate_one(rates, carrier_id="c", duration_seconds=100)
         assert row["cost"] == D(expected)
+
+
+def test_amounts_past_bigint_stay_exact(tmp_path: Path) -> None:
+    # In units of 10^-12 this rate does not fit a BIGINT: the HUGEINT path prices it.
+    config = 'currency = "USD"\nmoney_decimals = 12\nmarkup = 1.000000000001\n'
+    rate_ = "98765432109.123456789012"
+    rates = write_rates(tmp_path, {"c": deck(f",Any,,{rate_},0.5,1/1,,")}, config=config)
+    row = rate_one(rates, carrier_id="c", duration_seconds=7)
+    with localcontext() as context:
+        context.prec = 80
+        cost = (D("0.5") + D(rate_) * 7 / 60).quantize(D("1e-12"), rounding=ROUND_HALF_UP)
+        revenue = (cost * D("1.000000000001")).quantize(D("1e-12"), rounding=ROUND_HALF_UP)
+    assert (row["cost"], row["revenue"]) == (cost, revenue)
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,6 +629,7 @@ INVALID_DECKS = [
     (["44,UK,,0.04,,60,,"], 2, "increment must be"),
     (["44,UK,,0.04,,1.5/1,,"], 2, "increment must be"),
     (["44,UK,,0.04,,-1/1,,"], 2, "increment must be"),
+    (["44,UK,,0.04,,99999999999999999999/1,,"], 2, "increment must be"),
     (["44,UK,,0.04,,a/b,,"], 2, "increment must be"),
     (["44,UK,,0.04,,,2024-13-01,"], 2, "effective_from must be an ISO date or datetime"),
     (["44,UK,,0.04,,,,yesterday"], 2, "effective_to must be an ISO date or datetime"),
@@ -652,6 +670,20 @@ INVALID_DECKS = [
         ],
         4,
         "overlapping effective windows (lines 2 and 4)",
+    ),
+    (
+        [
+            "44,UK a,,0.04,,,2024-01-01,2024-03-01",
+            "44,UK b,,0.04,,,2024-03-01,2024-05-01",
+            "44,UK c,,0.04,,,2024-02-01,2024-04-01",  # overlaps both: the first is named
+        ],
+        4,
+        "overlapping effective windows (lines 2 and 4)",
+    ),
+    (
+        ["44,UK,,0.04,,,2024-05-02,2024-05-01", "4x,UK,,0.04,,,,"],
+        2,
+        "effective_to must be after effective_from",  # the first faulty line is named
     ),
     (["44,UK,,0.04,,,,", "", "4x,UK,,0.04,,,,"], 4, "prefix must be digits only"),  # blank line 3
     (['"44,UK,,0.04,,,,', "33,FR,,0.05,,,,"], 2, "malformed CSV"),
@@ -761,7 +793,7 @@ def test_config_markup_is_decimal_and_optional(tmp_path: Path) -> None:
 def test_missing_config_is_refused(tmp_path: Path) -> None:
     rates = write_rates(tmp_path, {})
     (rates / "config.toml").unlink()
-    with pytest.raises(DeckError, match="config.toml"):
+    with pytest.raises(DeckError, match=r"config\.toml"):
         load_decks(rates)
 
 
@@ -994,6 +1026,11 @@ decimal_text = st.builds(
     lambda units, places: Decimal(units).scaleb(-places),
     st.integers(0, 2_000_000),
     st.integers(0, 6),
+) | st.sampled_from(
+    [
+        Decimal("123456789012345678901.5"),  # units past BIGINT: always the HUGEINT path
+        Decimal("4000000000000.5"),  # fits, but only the shortest bills stay in BIGINT
+    ]
 )
 
 
@@ -1010,13 +1047,13 @@ def rows_strategy(draw: st.DrawFn, label: str, min_keys: int = 0) -> list[Row]:
             unique=True,
         )
     )
-    rows = []
+    rows: list[Row] = []
     for prefix, call_type in keys:
         # Disjoint windows by construction: consecutive pieces of a cut timeline, some
         # left out.
         cuts = sorted(draw(st.sets(st.sampled_from(BOUNDS), max_size=2)))
         edges: list[datetime | None] = [None, *cuts, None]
-        for start, end in zip(edges, edges[1:], strict=False):
+        for start, end in itertools.pairwise(edges):
             if len(edges) > 2 and not draw(st.booleans()):
                 continue
             rows.append(
@@ -1025,9 +1062,7 @@ def rows_strategy(draw: st.DrawFn, label: str, min_keys: int = 0) -> list[Row]:
                     destination=f"{label}-{len(rows)}",
                     call_type=call_type,
                     rate=draw(decimal_text),
-                    fee=draw(st.sampled_from([Decimal(0), Decimal("0.05")]))
-                    if draw(st.booleans())
-                    else Decimal(0),
+                    fee=draw(st.sampled_from([Decimal(0), Decimal("0.05"), Decimal("0.0125")])),
                     increment=draw(st.sampled_from([(60, 60), (1, 1), (30, 6), (6, 30)])),
                     start=start,
                     end=end,
@@ -1039,7 +1074,7 @@ def rows_strategy(draw: st.DrawFn, label: str, min_keys: int = 0) -> list[Row]:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     scenario = Scenario(
-        decimals=draw(st.integers(0, 6)),
+        decimals=draw(st.integers(0, 6) | st.just(12)),
         markup=draw(st.none() | st.sampled_from([Decimal("1.5"), Decimal("1.25"), Decimal(0)])),
         cost={
             c: draw(rows_strategy(c, min_keys=3))
@@ -1082,13 +1117,7 @@ def instant_text(value: datetime | None, style: int) -> str:
         return value.isoformat()  # +00:00
     if style == 1:
         return value.replace(tzinfo=None).isoformat(sep=" ")  # naive = UTC
-    return (
-        value.astimezone(UTC)
-        .astimezone(  # another offset, same instant
-            __import__("datetime").timezone(timedelta(hours=-5))
-        )
-        .isoformat()
-    )
+    return value.astimezone(timezone(timedelta(hours=-5))).isoformat()  # same instant
 
 
 def deck_text(rows: list[Row]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cdr_assets.defs.enrichment import assets as enrichment_assets
 from cdr_assets.defs.ingest import assets as ingest_assets
 from cdr_assets.defs.ingest.jobs import ingest_batch, rebuild_cdrs_days, rerate_batches
 from cdr_assets.defs.ingest.sensors import landing_sensor
@@ -14,7 +15,9 @@ from cdr_assets.lib.settings import Settings
 
 defs = dg.Definitions(
     assets=[
-        *dg.load_assets_from_modules([ingest_assets, rating_assets, serving_assets]),
+        *dg.load_assets_from_modules(
+            [ingest_assets, rating_assets, enrichment_assets, serving_assets]
+        ),
     ],
     asset_checks=[],
     jobs=[ingest_batch, rebuild_cdrs_days, rerate_batches],

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdr_assets.lib import dedup, rating, readers
+from cdr_assets.lib import dedup, enrichment, rating, readers
 from cdr_assets.lib.landing import unsafe_name_reason
 from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.settings import Settings
@@ -34,7 +34,7 @@ from cdr_assets.lib.warehouse import (
 )
 
 # The layer whose rows deduplication keeps in ``cdrs``: the last row-level layer.
-LAST_BATCH_LAYER = "rated"
+LAST_BATCH_LAYER = "enriched"
 
 RAW_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("source_row", pa.int64())]
@@ -265,6 +265,40 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
 
 
 @dataclass(frozen=True)
+class EnrichResult:
+    batch_id: str
+    rows: int
+    numbers: int
+
+
+def enrich_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> EnrichResult:
+    """rated/<batch> -> enriched/<batch>: geography, number types, carriers, time zones."""
+    rated_path = warehouse.batch_file("rated", batch_id)
+    with duckdb.connect() as con:
+        numbers = con.execute(
+            f"SELECT list(DISTINCT n) FROM (SELECT called_number AS n FROM read_parquet("
+            f"{sql_file_list([rated_path])}) UNION ALL SELECT caller_number FROM read_parquet("
+            f"{sql_file_list([rated_path])}))"
+        ).fetchone()
+        distinct = pa.array((numbers[0] if numbers else None) or [], pa.string())
+        # Validation parsed every number string of the batch: nothing is parsed again here.
+        facts = NumberFactsCache(warehouse.number_facts_dir, settings.default_region).facts_by_e164(
+            distinct
+        )
+        con.execute(
+            "CREATE TEMP VIEW batch_rated AS SELECT * FROM read_parquet("
+            + sql_file_list([rated_path])
+            + ")"
+        )
+        enriched = enrichment.enrich_calls(con, "batch_rated", facts)
+        write_relation_atomic(enriched, warehouse.batch_file("enriched", batch_id))
+        count = con.execute(
+            f"SELECT count(*) FROM read_parquet({sql_file_list([rated_path])})"
+        ).fetchone()
+    return EnrichResult(batch_id, int(count[0]) if count else 0, len(distinct))
+
+
+@dataclass(frozen=True)
 class DedupResult:
     batch_id: str
     rows_kept: int
@@ -308,7 +342,7 @@ SELECT * FROM kept_rows WHERE call_date = CAST($day AS DATE) ORDER BY source_fil
 
 
 def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
-    """rated/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
+    """enriched/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
 
     Call under the warehouse writer lock: it gives the batch its landing sequence.
     """
@@ -430,10 +464,12 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
 
 __all__ = [
     "DedupResult",
+    "EnrichResult",
     "RateResult",
     "RawResult",
     "ValidateResult",
     "deduplicate_batch",
+    "enrich_batch",
     "rate_batch",
     "read_batch_files",
     "rebuild_cdrs_day",

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from cdr_assets.defs.enrichment.assets import enriched_cdrs
 from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, validate_cdrs
 from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
@@ -35,7 +36,15 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("landing_batches", ["b1"])
         result = dg.materialize(
-            [raw_cdrs, validate_cdrs, rate_decks, rated_cdrs, deduplicate_cdrs, serving_db],
+            [
+                raw_cdrs,
+                validate_cdrs,
+                rate_decks,
+                rated_cdrs,
+                enriched_cdrs,
+                deduplicate_cdrs,
+                serving_db,
+            ],
             partition_key="b1",
             resources={"cdr": resource},
             instance=instance,

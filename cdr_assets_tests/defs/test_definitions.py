@@ -23,6 +23,7 @@ def test_the_layers_are_assets_with_their_lineage() -> None:
         "rejected_cdrs",
         "rate_decks",
         "rated_cdrs",
+        "enriched_cdrs",
         "duplicate_cdrs",
         "landed_files",
         "cdrs",
@@ -31,4 +32,5 @@ def test_the_layers_are_assets_with_their_lineage() -> None:
     assert dg.AssetKey("raw_cdrs") in graph.get(dg.AssetKey("validated_cdrs")).parent_keys
     assert dg.AssetKey("validated_cdrs") in graph.get(dg.AssetKey("rated_cdrs")).parent_keys
     assert dg.AssetKey("rate_decks") in graph.get(dg.AssetKey("rated_cdrs")).parent_keys
-    assert dg.AssetKey("rated_cdrs") in graph.get(dg.AssetKey("cdrs")).parent_keys
+    assert dg.AssetKey("rated_cdrs") in graph.get(dg.AssetKey("enriched_cdrs")).parent_keys
+    assert dg.AssetKey("enriched_cdrs") in graph.get(dg.AssetKey("cdrs")).parent_keys

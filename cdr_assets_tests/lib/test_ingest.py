@@ -60,6 +60,7 @@ def run_batch(settings: Settings, batch_id: str, files: list[str] | None = None)
     ingest.read_batch_files(settings, warehouse, batch_id, names)
     ingest.validate_batch_files(settings, warehouse, batch_id)
     ingest.rate_batch(settings, warehouse, batch_id)
+    ingest.enrich_batch(settings, warehouse, batch_id)
     ingest.deduplicate_batch(warehouse, batch_id)
     publish_serving_file(warehouse)
 
@@ -176,6 +177,7 @@ def test_landing_order_is_the_order_batches_were_deduplicated(settings: Settings
     for batch in ("z-late-key", "a-early-key"):
         ingest.validate_batch_files(settings, warehouse, batch)
         ingest.rate_batch(settings, warehouse, batch)
+        ingest.enrich_batch(settings, warehouse, batch)
         ingest.deduplicate_batch(warehouse, batch)
     publish_serving_file(warehouse)
     assert query(settings, "SELECT source_file, duration_seconds FROM cdrs") == [("x.csv", 10)]

@@ -152,14 +152,14 @@ def schema_check_result(
     specs=[
         dg.AssetSpec(
             "duplicate_cdrs",
-            deps=["rated_cdrs"],
+            deps=["enriched_cdrs"],
             description="Accepted rows whose call_id landed before: set aside, first wins.",
             kinds={"parquet", "duckdb"},
             owners=OWNERS,
         ),
         dg.AssetSpec(
             "landed_files",
-            deps=["rated_cdrs", "rejected_cdrs"],
+            deps=["enriched_cdrs", "rejected_cdrs"],
             description="One row per landed file: status, rows read/accepted/rejected/duplicate.",
             kinds={"parquet", "duckdb"},
             owners=OWNERS,
@@ -265,7 +265,7 @@ def _call_id_unique(paths: list[Path]) -> dg.AssetCheckResult:
 
 @dg.asset(
     partitions_def=call_dates,
-    deps=[dg.AssetDep("rated_cdrs", partition_mapping=dg.AllPartitionMapping())],
+    deps=[dg.AssetDep("enriched_cdrs", partition_mapping=dg.AllPartitionMapping())],
     group_name="ingest",
     kinds={"parquet", "duckdb"},
     owners=OWNERS,

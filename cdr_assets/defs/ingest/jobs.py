@@ -15,6 +15,7 @@ ingest_batch = dg.define_asset_job(
         "rejected_cdrs",
         "rate_decks",
         "rated_cdrs",
+        "enriched_cdrs",
         "duplicate_cdrs",
         "landed_files",
         "serving_db",
@@ -35,7 +36,12 @@ rebuild_cdrs_days = dg.define_asset_job(
 rerate_batches = dg.define_asset_job(
     "rerate_batches",
     selection=dg.AssetSelection.assets(
-        "rate_decks", "rated_cdrs", "duplicate_cdrs", "landed_files", "serving_db"
+        "rate_decks",
+        "rated_cdrs",
+        "enriched_cdrs",
+        "duplicate_cdrs",
+        "landed_files",
+        "serving_db",
     ),
     executor_def=dg.in_process_executor,
     tags={"cdr/writer": "ingest"},

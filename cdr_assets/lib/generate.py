@@ -28,6 +28,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from phonenumbers import PhoneNumberType
 
+from cdr_assets.lib.readers import CANONICAL_FIELDS
+
 __all__ = [
     "CANONICAL_FIELDS",
     "FORMATS",
@@ -38,18 +40,6 @@ __all__ = [
     "write_landing_files",
 ]
 
-CANONICAL_FIELDS: tuple[str, ...] = (
-    "call_id",
-    "caller_number",
-    "called_number",
-    "start_time",
-    "end_time",
-    "duration_seconds",
-    "carrier_id",
-    "call_type",
-    "country_code",
-    "disposition",
-)
 SCHEMA = pa.schema([pa.field(name, pa.string()) for name in CANONICAL_FIELDS])
 
 _BASE_FORMATS = ("csv", "json", "ndjson", "jsonl", "parquet")

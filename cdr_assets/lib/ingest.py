@@ -72,11 +72,14 @@ def _sha256(path: Path) -> str:
 
 
 def _locate(name: str, settings: Settings, warehouse: Warehouse, batch_id: str) -> Path | None:
-    """Where a batch's file is now: still landing, or already moved by an earlier attempt."""
+    """Where a batch's file is now: already moved by an earlier attempt, or still landing.
+
+    The batch's own archive comes first: a newer file of the same name may have landed since.
+    """
     for folder in (
-        settings.landing_dir,
         warehouse.archive_dir(batch_id),
         warehouse.rejected_files_dir(batch_id),
+        settings.landing_dir,
     ):
         path = folder / name
         if path.is_symlink() or path.exists():
@@ -116,7 +119,9 @@ def read_batch_files(
                 error = str(exc)
         if table is not None:
             tables.append(
-                table.add_column(0, "source_file", pa.array([name] * table.num_rows, pa.string()))
+                table.add_column(
+                    0, "source_file", pa.repeat(pa.scalar(name, pa.string()), table.num_rows)
+                )
             )
             outcome.update(status="processed", rows_read=table.num_rows)
             target = warehouse.archive_dir(batch_id) / name

@@ -256,3 +256,15 @@ def test_the_worked_example_is_priced_exactly_in_cdrs(settings: Settings) -> Non
         " CAST(margin AS VARCHAR), rating_status, typeof(cost), typeof(revenue) FROM cdrs",
     )
     assert row == [(360, "44", "0.2400", "0.3600", "0.1200", "rated", *["DECIMAL(38,4)"] * 2)]
+
+
+def test_rerunning_a_batch_reads_its_own_archived_file_not_a_newer_namesake(
+    settings: Settings,
+) -> None:
+    drop(settings, "a.csv", HEADER + line("c1"))
+    run_batch(settings, "b1")
+    before = snapshot(settings)
+    drop(settings, "a.csv", HEADER + line("c9"))  # a new file under the same name
+    run_batch(settings, "b1", files=[])
+    assert snapshot(settings) == before
+    assert (settings.landing_dir / "a.csv").exists()  # left for the next batch

@@ -129,18 +129,24 @@ def _summary(settings: Settings, batch_id: str) -> str:
     from cdr_assets.lib.warehouse import Warehouse, sql_file_list
 
     warehouse = Warehouse(settings.warehouse_dir)
+    landed = f"read_parquet({sql_file_list([warehouse.batch_file('landed_files', batch_id)])})"
     with duckdb.connect() as con:
         row = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), sum(rows_read), "
-            "sum(rows_accepted), sum(rows_rejected), sum(rows_duplicate) FROM read_parquet("
-            + sql_file_list([warehouse.batch_file("landed_files", batch_id)])
-            + ")"
+            f"sum(rows_accepted), sum(rows_rejected), sum(rows_duplicate) FROM {landed}"
         ).fetchone()
+        refused = con.execute(
+            f"SELECT error, stored_path FROM {landed} WHERE status = 'rejected' ORDER BY 1"
+        ).fetchall()
     assert row is not None
     nfiles, nrejected, read, accepted, rejected, duplicate = (int(v or 0) for v in row)
-    return (
-        f"batch {batch_id}: {nfiles} files ({nrejected} rejected), {read} rows read, "
-        f"{accepted} accepted, {rejected} rejected, {duplicate} duplicate"
+    lines = [f"  file rejected: {error} (kept as {stored})" for error, stored in refused]
+    return "\n".join(
+        [
+            f"batch {batch_id}: {nfiles} files ({nrejected} rejected), {read} rows read, "
+            f"{accepted} accepted, {rejected} rejected, {duplicate} duplicate",
+            *lines,
+        ]
     )
 
 

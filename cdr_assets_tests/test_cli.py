@@ -35,6 +35,7 @@ def test_process_on_generated_data_satisfies_the_contract(
     assert main(["process"]) == 0
     summary = capsys.readouterr().out
     assert "7 files (1 rejected)" in summary
+    assert "file rejected: zz_corrupt.csv.gz: broken gzip compression" in summary
     assert sorted(p.name for p in landing.iterdir()) == []
 
     with serving(env) as con:

@@ -81,6 +81,8 @@ def test_process_on_generated_data_satisfies_the_contract(
         )
         assert {"rated", "unanswered", "unknown_carrier"} <= set(statuses)
         assert sum(statuses.values()) == kept[0]
+        flags = {f for (f,) in con.execute("SELECT DISTINCT unnest(flags) FROM cdrs").fetchall()}
+        assert {"self_call", "caller_unparsed", "country_mismatch", "duration_mismatch"} <= flags
 
     # Again, with nothing new: nothing changes.
     before = (env / "warehouse" / "cdr.duckdb").stat().st_mtime_ns

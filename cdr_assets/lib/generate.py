@@ -840,6 +840,31 @@ _SAMPLE_MALFORMED = 0  # the file that ends with a line of the wrong column coun
 _MALFORMED_CSV_LINE = b"c-malformed-1,+442071838000,2024-01-01T00:00:00Z\n"
 
 
+def _with_flagged_rows(table: pa.Table, plain: np.ndarray, seed: int) -> pa.Table:
+    """A few usable but odd calls, so the sample shows every flag of the contract that the
+    generated traffic does not already produce: a self call, an unparseable caller, a
+    country code that is not the called number's, a duration 30 s off its end time."""
+    columns = {name: table[name].to_pylist() for name in table.column_names}
+    has_both = [
+        i
+        for i in plain
+        if columns["end_time"][i] and columns["duration_seconds"][i] not in (None, "0")
+    ]
+    rng = np.random.default_rng([seed, 2])
+    picks = rng.choice(np.array(has_both), size=8, replace=False)
+    for i in picks[0:2]:
+        columns["caller_number"][i] = columns["called_number"][i]
+        columns["call_type"][i] = None
+    for i in picks[2:4]:
+        columns["caller_number"][i] = "anonymous"
+        columns["call_type"][i] = None
+    for i in picks[4:6]:
+        columns["country_code"][i] = "AQ"
+    for i in picks[6:8]:
+        columns["duration_seconds"][i] = str(int(columns["duration_seconds"][i]) + 30)
+    return pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+
+
 def generate_sample(
     landing_dir: Path, *, seed: int = 7, today: datetime.date | None = None
 ) -> list[Path]:
@@ -862,10 +887,10 @@ def generate_sample(
         days=_SAMPLE_DAYS,
     )
     generated = _generate(options)
-    table = generated.table
+    plain = (generated.kind == _GOOD) & ~generated.duplicate & ~generated.duplicate_source
+    table = _with_flagged_rows(generated.table, np.flatnonzero(plain), seed)
 
     # Late CDRs: a few plain calls of the first day move to the end of the last file.
-    plain = (generated.kind == _GOOD) & ~generated.duplicate & ~generated.duplicate_source
     candidates = np.flatnonzero(plain & (generated.day == 0))
     rng = np.random.default_rng([seed, 1])
     late = np.sort(

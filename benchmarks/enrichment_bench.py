@@ -57,6 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from machine_info import machine
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
 REPO = Path(__file__).resolve().parent.parent
@@ -442,27 +443,6 @@ def run_stage(stage: str, work: Path, interval: float, extra: list[str]) -> dict
 
 
 # ------------------------------------------------------------------ report
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    info["mem_total_gib"] = round(int(line.split()[1]) * 1024 / 2**30, 1)
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def versions() -> dict[str, str]:

@@ -31,7 +31,6 @@ import ctypes
 import datetime
 import gc
 import json
-import os
 import platform
 import resource
 import sys
@@ -48,6 +47,7 @@ import pandera.pandas as pa
 import polars as pl
 import pyarrow
 import pyarrow.compute as pc
+from machine_info import machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -399,27 +399,6 @@ def compare(polars_failures: pl.DataFrame, pandas_failures: pd.Series) -> dict[s
     for _, reason in left:
         counts[reason] += 1
     return counts
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    info["mem_total_gib"] = round(int(line.split()[1]) * 1024 / 2**30, 1)
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def versions() -> dict[str, str]:

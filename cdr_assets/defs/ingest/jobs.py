@@ -6,44 +6,40 @@ import dagster as dg
 
 from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME
 
-# One process per run: steps share it, so a small batch costs one run start, not one a step.
+# The batch layers from pricing on: what a re-rating run replays.
+PRICED_LAYERS = (
+    "rate_decks",
+    "rated_cdrs",
+    "enriched_cdrs",
+    "duplicate_cdrs",
+    "landed_files",
+    "serving_db",
+)
+# Every job runs in one process: steps share it, so a batch costs one run start, not one a step.
+WRITER_TAGS = {"cdr/writer": "ingest"}
+
 ingest_batch = dg.define_asset_job(
     INGEST_JOB_NAME,
     selection=dg.AssetSelection.assets(
-        "raw_cdrs",
-        "validated_cdrs",
-        "rejected_cdrs",
-        "rate_decks",
-        "rated_cdrs",
-        "enriched_cdrs",
-        "duplicate_cdrs",
-        "landed_files",
-        "serving_db",
+        "raw_cdrs", "validated_cdrs", "rejected_cdrs", *PRICED_LAYERS
     ),
-    executor_def=dg.in_process_executor,
-    tags={"cdr/writer": "ingest"},
     description="Take one landing batch through every layer and publish cdr.duckdb.",
+    executor_def=dg.in_process_executor,
+    tags=WRITER_TAGS,
 )
 
 rebuild_cdrs_days = dg.define_asset_job(
     "rebuild_cdrs_days",
     selection=dg.AssetSelection.assets("cdrs", "serving_db"),
+    description="Rewrite one call date of cdrs from the batches' enriched rows, then publish.",
     executor_def=dg.in_process_executor,
-    tags={"cdr/writer": "ingest"},
-    description="Rewrite one call date of cdrs from the validated batches, then publish.",
+    tags=WRITER_TAGS,
 )
 
 rerate_batches = dg.define_asset_job(
     "rerate_batches",
-    selection=dg.AssetSelection.assets(
-        "rate_decks",
-        "rated_cdrs",
-        "enriched_cdrs",
-        "duplicate_cdrs",
-        "landed_files",
-        "serving_db",
-    ),
-    executor_def=dg.in_process_executor,
-    tags={"cdr/writer": "ingest"},
+    selection=dg.AssetSelection.assets(*PRICED_LAYERS),
     description="Price a batch again with the current decks; its amounts in cdrs are replaced.",
+    executor_def=dg.in_process_executor,
+    tags=WRITER_TAGS,
 )

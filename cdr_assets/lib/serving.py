@@ -41,6 +41,32 @@ EMPTY_TABLES: dict[str, str] = {
         rows_accepted BIGINT, rows_rejected BIGINT, rows_duplicate BIGINT, error VARCHAR,
         size_bytes BIGINT, content_sha256 VARCHAR, replay_of VARCHAR, stored_path VARCHAR,
         batch_id VARCHAR, batch_seq BIGINT, landed_at TIMESTAMPTZ""",
+    "daily_summary": """call_date DATE, total_calls BIGINT, answered_calls BIGINT,
+        total_duration_seconds BIGINT, billable_seconds BIGINT, total_cost DECIMAL(38,4),
+        total_revenue DECIMAL(38,4), total_margin DECIMAL(38,4), local_calls BIGINT,
+        national_calls BIGINT, international_calls BIGINT, asr DOUBLE, acd_seconds DOUBLE,
+        answered_seconds BIGINT, unrated_calls BIGINT, busy_hour TIMESTAMPTZ, busy_hour_erlangs
+        DOUBLE, busy_hour_calls BIGINT""",
+    "hourly_traffic": """call_date DATE, call_hour TIMESTAMPTZ, calls BIGINT, answered_calls
+        BIGINT, duration_seconds BIGINT, answered_seconds BIGINT, billable_seconds BIGINT, cost
+        DECIMAL(38,4), revenue DECIMAL(38,4), margin DECIMAL(38,4), erlangs DOUBLE, asr DOUBLE,
+        acd_seconds DOUBLE""",
+    "carrier_daily": """call_date DATE, carrier_id VARCHAR, calls BIGINT, answered_calls BIGINT,
+        asr DOUBLE, acd_seconds DOUBLE, duration_seconds BIGINT, answered_seconds BIGINT,
+        billable_seconds BIGINT, cost DECIMAL(38,4), revenue DECIMAL(38,4), margin
+        DECIMAL(38,4), cost_per_minute DECIMAL(38,6), revenue_per_minute DECIMAL(38,6)""",
+    "destination_daily": """call_date DATE, called_country VARCHAR, called_country_name VARCHAR,
+        calls BIGINT, answered_calls BIGINT, asr DOUBLE, acd_seconds DOUBLE, duration_seconds
+        BIGINT, answered_seconds BIGINT, billable_seconds BIGINT, cost DECIMAL(38,4), revenue
+        DECIMAL(38,4), margin DECIMAL(38,4), share_pct DOUBLE""",
+    "route_daily": """call_date DATE, carrier_id VARCHAR, called_country VARCHAR, call_type
+        VARCHAR, calls BIGINT, answered_calls BIGINT, duration_seconds BIGINT, answered_seconds
+        BIGINT, billable_seconds BIGINT, cost DECIMAL(38,4), revenue DECIMAL(38,4), margin
+        DECIMAL(38,4)""",
+    "monthly_summary": """month VARCHAR, carrier_id VARCHAR, called_country VARCHAR, call_type
+        VARCHAR, calls BIGINT, answered_calls BIGINT, duration_seconds BIGINT, answered_seconds
+        BIGINT, billable_seconds BIGINT, cost DECIMAL(38,4), revenue DECIMAL(38,4), margin
+        DECIMAL(38,4), days BIGINT""",
 }
 
 

@@ -9,3 +9,6 @@ landing_batches = dg.DynamicPartitionsDefinition(name="landing_batches")
 
 # Keys are added as calls for a day first arrive, so a late CDR for any past day has one.
 call_dates = dg.DynamicPartitionsDefinition(name="call_dates")
+
+# One per month that has calls ("YYYY-MM"): monthly_summary and the billing exports.
+call_months = dg.DynamicPartitionsDefinition(name="call_months")

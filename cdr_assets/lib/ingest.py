@@ -309,6 +309,11 @@ class DedupResult:
     rows_kept: int
     rows_duplicate: int
     days: dict[str, int]  # call_date -> rows this batch kept for that day
+    days_dropped: tuple[str, ...] = ()  # days an earlier run of the batch wrote, not this one
+
+    @property
+    def days_changed(self) -> list[str]:
+        return sorted({*self.days, *self.days_dropped})
 
 
 def _earlier_kept_files(warehouse: Warehouse, batch_seq: int) -> list[Path]:
@@ -366,8 +371,10 @@ def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
                 {"day": day},
             )
         # A re-run must not leave a day this batch no longer touches.
+        dropped = []
         for stale in warehouse.cdrs_dir.glob(f"call_date=*/{batch_id}.parquet"):
             if stale.parent.name.removeprefix("call_date=") not in days:
+                dropped.append(stale.parent.name.removeprefix("call_date="))
                 remove_file(stale)
         copy_to_parquet_atomic(
             con, "SELECT * FROM duplicate_rows", warehouse.batch_file("duplicate_cdrs", batch_id)
@@ -377,7 +384,7 @@ def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
             "SELECT (SELECT count(*) FROM kept_rows), (SELECT count(*) FROM duplicate_rows)"
         ).fetchone()
     assert counts is not None
-    return DedupResult(batch_id, int(counts[0]), int(counts[1]), days)
+    return DedupResult(batch_id, int(counts[0]), int(counts[1]), days, tuple(sorted(dropped)))
 
 
 def _finish_landed_files(

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from cdr_assets.defs.marts.assets import publish_marts
 from cdr_assets.defs.partitions import call_dates, landing_batches
 from cdr_assets.defs.reporting import parquet_metadata, report
 from cdr_assets.defs.resources import CdrPipeline
@@ -192,23 +193,25 @@ def deduplicate_cdrs(
         result = ingest.deduplicate_batch(warehouse, batch_id)
         days = sorted(result.days)
         context.instance.add_dynamic_partitions(call_dates.name or "call_dates", days)
-        for day in days:
+        for day in result.days_changed:
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key="cdrs",
                     partition=day,
                     metadata={
-                        "rows_from_batch": result.days[day],
+                        "rows_from_batch": result.days.get(day, 0),
                         "batch": batch_id,
                         "dagster/row_count": _count(warehouse.table_files_for_day(day)),
                     },
                 )
             )
-    report(
-        context,
-        f"kept {result.rows_kept} calls over {len(days)} days, "
-        f"{result.rows_duplicate} duplicates set aside",
-    )
+        report(
+            context,
+            f"kept {result.rows_kept} calls over {len(days)} days, "
+            f"{result.rows_duplicate} duplicates set aside",
+        )
+        # The days this batch changed, and their months, are current when the run ends.
+        publish_marts(context, warehouse, result.days_changed)
     landed_path = warehouse.batch_file("landed_files", batch_id)
     yield dg.MaterializeResult(
         asset_key="duplicate_cdrs",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME
+from cdr_assets.lib.marts import DAY_TABLES
 
 # The batch layers from pricing on: what a re-rating run replays.
 PRICED_LAYERS = (
@@ -30,8 +31,9 @@ ingest_batch = dg.define_asset_job(
 
 rebuild_cdrs_days = dg.define_asset_job(
     "rebuild_cdrs_days",
-    selection=dg.AssetSelection.assets("cdrs", "serving_db"),
-    description="Rewrite one call date of cdrs from the batches' enriched rows, then publish.",
+    selection=dg.AssetSelection.assets("cdrs", *DAY_TABLES, "serving_db"),
+    description="Rewrite one call date of cdrs and its marts from the batches' enriched "
+    "rows, then publish.",
     executor_def=dg.in_process_executor,
     tags=WRITER_TAGS,
 )

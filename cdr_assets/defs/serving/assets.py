@@ -4,11 +4,12 @@ import dagster as dg
 
 from cdr_assets.defs.reporting import report
 from cdr_assets.defs.resources import CdrPipeline
+from cdr_assets.lib.marts import MART_TABLES
 from cdr_assets.lib.serving import publish_serving_file
 
 
 @dg.asset(
-    deps=["landed_files", "rejected_cdrs", "duplicate_cdrs", "cdrs"],
+    deps=["landed_files", "rejected_cdrs", "duplicate_cdrs", "cdrs", *MART_TABLES],
     group_name="serving",
     kinds={"duckdb"},
     owners=["team:cdr-data"],

@@ -4,6 +4,7 @@
   landing folder through every layer, then the serving file; exits 0 when every step ran.
 - ``rerate``: price again, with the current decks, every batch priced by older ones.
 - ``generate``: sample CDR files into the landing folder.
+- ``export``: the calls of a date range as one CSV, JSON or Parquet file.
 - ``dev``: the Dagster UI and daemon (sensor on) for this project, with sample data.
 """
 
@@ -219,6 +220,53 @@ def generate(settings: Settings, seed: int) -> int:
     return 0
 
 
+def export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the calls of a date range (optionally one carrier, one country) to one file."""
+    import re
+    from datetime import date
+
+    import duckdb
+
+    from cdr_assets.lib.exports import export_calls
+    from cdr_assets.lib.warehouse import Warehouse
+
+    def bad(message: str) -> int:
+        print(f"cdr-pipeline export: {message}", file=sys.stderr)
+        return 2
+
+    days: list[date] = []
+    for option, text in (("--start-date", args.start_date), ("--end-date", args.end_date)):
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise ValueError(text)
+            days.append(date.fromisoformat(text))
+        except ValueError:
+            return bad(f"{option} {text!r} is not a date (YYYY-MM-DD)")
+    start, end = days
+    if start > end:
+        return bad(f"--start-date {start} is after --end-date {end}")
+    output = Path(args.output).expanduser().absolute()
+    if output.is_dir():
+        return bad(f"--output {args.output} is a folder, not a file")
+    if not output.parent.is_dir():
+        return bad(f"--output {args.output}: the folder {output.parent} does not exist")
+    try:
+        rows = export_calls(
+            Warehouse(settings.warehouse_dir),
+            output,
+            args.format,
+            start,
+            end,
+            carrier_id=args.carrier_id,
+            country_code=args.country_code,
+        )
+    except (OSError, duckdb.Error) as exc:
+        print(f"cdr-pipeline export: failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {rows} rows to {output}")
+    return 0
+
+
 def dev(settings: Settings, host: str, port: int, sample: bool) -> int:
     """Start `dagster dev` with a project-local DAGSTER_HOME and sample data to look at."""
     home = Path(os.environ.get("DAGSTER_HOME") or project_root() / ".dagster_home")
@@ -255,6 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=3000)
     dev_parser.add_argument("--no-sample", action="store_true", help="do not generate sample data")
+    exp = commands.add_parser("export", help="write the calls of a date range to one file")
+    exp.add_argument("--format", required=True, choices=("csv", "json", "parquet"))
+    exp.add_argument("--start-date", required=True, help="first call date, YYYY-MM-DD")
+    exp.add_argument("--end-date", required=True, help="last call date (included), YYYY-MM-DD")
+    exp.add_argument("--carrier-id", help="only this carrier's calls")
+    exp.add_argument("--country-code", help="only calls with this country_code")
+    exp.add_argument("--output", required=True, metavar="FILE", help="the file to write")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -267,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rerate(settings, Progress())
     if args.command == "generate":
         return generate(settings, args.seed)
+    if args.command == "export":
+        return export(settings, args)
     return dev(settings, args.host, args.port, not args.no_sample)
 
 

@@ -163,3 +163,70 @@ def test_rerate_replaces_amounts_priced_by_an_older_deck(
     capsys.readouterr()
     assert main(["rerate"]) == 0
     assert "every batch is priced by the current decks" in capsys.readouterr().err
+
+
+def test_export_writes_the_calls_of_a_date_range(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 0
+    with serving(env) as con:
+        [(first, last)] = con.execute("SELECT min(call_date), max(call_date) FROM cdrs").fetchall()
+        [(last_day_calls,)] = con.execute(
+            "SELECT count(*) FROM cdrs WHERE call_date = $d", {"d": last}
+        ).fetchall()
+        of_carrier = con.execute(
+            "SELECT count(*) FROM cdrs WHERE carrier_id = 'carrier_002' AND country_code = 'US'"
+        ).fetchone()
+    capsys.readouterr()
+    out = env / "last_day.csv"
+    args = ["export", "--format", "csv", "--start-date", str(last), "--end-date", str(last)]
+    assert main([*args, "--output", str(out)]) == 0
+    assert f"wrote {last_day_calls} rows to {out}" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == last_day_calls + 1  # and the header
+
+    out = env / "carrier.parquet"
+    args = ["export", "--format", "parquet", "--start-date", str(first), "--end-date", str(last)]
+    filters = ["--carrier-id", "carrier_002", "--country-code", "US"]
+    assert main([*args, *filters, "--output", str(out)]) == 0
+    assert duckdb.read_parquet(str(out)).count("*").fetchall() == [of_carrier]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-02-30", "2026-03-01", "--start-date '2026-02-30' is not a date (YYYY-MM-DD)"),
+        ("2026-11-01", "2026/11/02", "--end-date '2026/11/02' is not a date (YYYY-MM-DD)"),
+        ("20261101", "2026-11-02", "--start-date '20261101' is not a date (YYYY-MM-DD)"),
+        ("2026-11-03", "2026-11-02", "--start-date 2026-11-03 is after --end-date 2026-11-02"),
+    ],
+)
+def test_export_refuses_bad_dates(
+    env: Path, capsys: pytest.CaptureFixture[str], start: str, end: str, message: str
+) -> None:
+    out = env / "out.json"
+    args = ["export", "--format", "json", "--start-date", start, "--end-date", end]
+    assert main([*args, "--output", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_export_refuses_bad_arguments_and_writes_a_header_on_an_empty_warehouse(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dates = ["--start-date", "2026-11-01", "--end-date", "2026-11-30"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--format", "xlsx", *dates, "--output", str(env / "x")])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *dates, "--output", str(env / "x")])  # no --format
+    assert exit_info.value.code == 2
+    missing = env / "no_such_folder" / "out.csv"
+    assert main(["export", "--format", "csv", *dates, "--output", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    out = env / "empty.csv"
+    assert main(["export", "--format", "csv", *dates, "--output", str(out)]) == 0
+    assert "wrote 0 rows" in capsys.readouterr().out
+    assert out.read_text().startswith("call_id,call_date,start_time,")
+    assert len(out.read_text().splitlines()) == 1

@@ -175,13 +175,13 @@ class BatchManifest:
     files: list[str]
 
 
-def _temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -197,7 +197,7 @@ def copy_to_parquet_atomic(
 ) -> None:
     """Write a query's result to ``path`` as Parquet, renamed into place when complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         con.execute(
             f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)",
@@ -211,7 +211,7 @@ def copy_to_parquet_atomic(
 def write_relation_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> None:
     """Write a relation to ``path`` as Parquet, renamed into place when complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         relation.write_parquet(str(tmp), compression="zstd")
         os.replace(tmp, path)

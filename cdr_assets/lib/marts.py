@@ -367,12 +367,29 @@ def reconcile_month(warehouse: Warehouse, month: str) -> list[Mismatch]:
     return _compare("monthly_summary", truth, sums)
 
 
+def carrier_month_totals(warehouse: Warehouse, month: str) -> dict[str, dict[str, object]]:
+    """Per carrier, the month's sums in ``monthly_summary`` (what billing exports must equal)."""
+    path = mart_file(warehouse, "monthly_summary", check_month(month))
+    if not path.exists():
+        return {}
+    with _connect() as con:
+        rel = con.sql(
+            "SELECT carrier_id, sum(calls)::BIGINT AS calls, "
+            "sum(billable_seconds)::BIGINT AS billable_seconds, sum(cost) AS cost, "
+            "sum(revenue) AS revenue, sum(margin) AS margin "
+            f"FROM {read_parquet_sql([path])} GROUP BY carrier_id ORDER BY carrier_id"
+        )
+        names = rel.columns
+        return {str(r[0]): dict(zip(names[1:], r[1:], strict=True)) for r in rel.fetchall()}
+
+
 __all__ = [
     "DAY_TABLES",
     "MART_TABLES",
     "MONTH_TABLES",
     "Mismatch",
     "Refreshed",
+    "carrier_month_totals",
     "check_day",
     "check_month",
     "mart_days",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -11,10 +12,15 @@ import duckdb
 import pytest
 
 from cdr_assets.cli import main
-from cdr_assets.defs.marts.assets import day_marts, monthly_summary
+from cdr_assets.defs.marts.assets import (
+    billing_exports,
+    billing_mismatches,
+    day_marts,
+    monthly_summary,
+)
 from cdr_assets.defs.marts.schedules import daily_rollup, monthly_close
 from cdr_assets.defs.resources import CdrPipeline
-from cdr_assets.lib import marts
+from cdr_assets.lib import exports, marts
 from cdr_assets.lib.warehouse import Warehouse
 
 SHIPPED_RATES = Path(__file__).resolve().parents[2] / "rates"
@@ -165,3 +171,55 @@ def test_the_monthly_close_takes_the_previous_month(today: date, month: str) -> 
         request = monthly_close(context)
         assert isinstance(request, dg.RunRequest)
         assert request.partition_key == month
+
+
+def test_the_monthly_close_writes_billing_exports_that_equal_the_marts(env: Path) -> None:
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 0
+    warehouse = Warehouse(env / "warehouse")
+    month = warehouse.cdrs_days()[0][:7]
+    resource = CdrPipeline(
+        landing_dir=str(env / "landing"),
+        rates_dir=str(SHIPPED_RATES),
+        warehouse_dir=str(warehouse.root),
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("call_months", [month])
+        result = dg.materialize(
+            [monthly_summary, billing_exports],
+            partition_key=month,
+            resources={"cdr": resource},
+            instance=instance,
+        )
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"matches_days": True, "totals_match_marts": True}
+    written = exports.read_billing_totals(warehouse, month)
+    assert set(written) == set(marts.carrier_month_totals(warehouse, month))
+    assert sorted(p.suffix for p in exports.billing_dir(warehouse, month).iterdir()) == sorted(
+        [".csv", ".json"] * len(written)
+    )
+
+
+def test_billing_mismatches_name_the_carrier_and_measure() -> None:
+    totals = exports.BillingTotals(
+        calls=2,
+        billable_seconds=120,
+        retail_billable_seconds=120,
+        cost=Decimal("0.0800"),
+        revenue=Decimal("0.1200"),
+        margin=Decimal("0.0400"),
+    )
+    marts_side = {
+        "calls": 2,
+        "billable_seconds": 120,
+        "cost": Decimal("0.0800"),
+        "revenue": Decimal("0.1200"),
+        "margin": Decimal("0.0400"),
+    }
+    assert billing_mismatches({"A": totals}, {"A": marts_side}) == []
+    tampered = {**marts_side, "cost": Decimal("0.0801")}
+    assert billing_mismatches({"A": totals}, {"A": tampered}) == [
+        "A.cost: export 0.0800, marts 0.0801"
+    ]
+    assert billing_mismatches({}, {"A": marts_side}) == ["A: no export"]

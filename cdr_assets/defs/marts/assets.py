@@ -7,7 +7,7 @@ ends, headless or not. Anything else that rewrites a day of ``cdrs`` (materialis
 condition of the day marts, evaluated by the ``marts_automation`` sensor.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -15,7 +15,7 @@ import dagster as dg
 from cdr_assets.defs.partitions import call_dates, call_months
 from cdr_assets.defs.reporting import parquet_metadata, report
 from cdr_assets.defs.resources import CdrPipeline
-from cdr_assets.lib import marts
+from cdr_assets.lib import exports, marts
 from cdr_assets.lib.retention import CDRS, RetentionPolicy
 from cdr_assets.lib.warehouse import Warehouse
 
@@ -219,6 +219,64 @@ def monthly_summary(
     yield dg.AssetCheckResult(
         check_name=check.check_name, passed=check.passed, metadata=dict(check.metadata)
     )
+
+
+@dg.asset(
+    partitions_def=call_months,
+    deps=["monthly_summary"],
+    description="Per carrier and month: exports/billing/<month>/<carrier>.csv and .json, the "
+    "call lines with their amounts and a totals row.",
+    group_name=GROUP,
+    kinds={"csv", "json"},
+    owners=OWNERS,
+    pool=POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "totals_match_marts",
+            asset="billing_exports",
+            blocking=True,
+            description="Each carrier's export totals equal its sums in monthly_summary.",
+        )
+    ],
+)
+def billing_exports(
+    context: dg.AssetExecutionContext, cdr: CdrPipeline
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The month's billing files, one CSV and one JSON per carrier."""
+    month = marts.check_month(context.partition_key)
+    with cdr.writing() as warehouse:
+        exports.write_billing_month(warehouse, month)
+        written = exports.read_billing_totals(warehouse, month)
+        expected = marts.carrier_month_totals(warehouse, month)
+    report(context, f"{month}: billing files for {len(written)} carriers")
+    yield dg.MaterializeResult(
+        metadata={
+            "folder": dg.MetadataValue.path(str(exports.billing_dir(warehouse, month))),
+            "carriers": len(written),
+            "totals": dg.MetadataValue.json(
+                {c: {k: str(v) for k, v in vars(t).items()} for c, t in written.items()}
+            ),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="totals_match_marts",
+        passed=not (problems := billing_mismatches(written, expected)),
+        metadata={"mismatches": dg.MetadataValue.json(problems)},
+    )
+
+
+def billing_mismatches(
+    written: Mapping[str, exports.BillingTotals], expected: Mapping[str, Mapping[str, object]]
+) -> list[str]:
+    """Where the export totals differ from the marts, one line each (empty: they agree)."""
+    problems = [f"{c}: no export" for c in expected if c not in written]
+    problems += [f"{c}: not in monthly_summary" for c in written if c not in expected]
+    for carrier in sorted(set(written) & set(expected)):
+        for measure, value in expected[carrier].items():
+            found = getattr(written[carrier], measure)
+            if found != value:
+                problems.append(f"{carrier}.{measure}: export {found}, marts {value}")
+    return problems
 
 
 marts_automation = dg.AutomationConditionSensorDefinition(

@@ -23,8 +23,9 @@ refresh_day_marts = dg.define_asset_job(
 
 close_month = dg.define_asset_job(
     "close_month",
-    selection=dg.AssetSelection.assets("monthly_summary", "serving_db"),
-    description="Rebuild one month's monthly_summary from its days, then publish.",
+    selection=dg.AssetSelection.assets("monthly_summary", "billing_exports", "serving_db"),
+    description="Rebuild one month's monthly_summary from its days, write its billing "
+    "exports, then publish.",
     executor_def=dg.in_process_executor,
     tags=WRITER_TAGS,
 )
@@ -59,7 +60,7 @@ def daily_rollup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.Sk
     cron_schedule="30 0 1 * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Close the previous month (UTC): monthly_summary and its checks.",
+    description="Close the previous month (UTC): monthly_summary, billing exports, checks.",
 )
 def monthly_close(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     month = previous_month(context.scheduled_execution_time.date())

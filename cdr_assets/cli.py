@@ -4,6 +4,7 @@
   landing folder through every layer, then the serving file; exits 0 when every step ran.
 - ``rerate``: price again, with the current decks, every batch priced by older ones.
 - ``generate``: sample CDR files into the landing folder.
+- ``retention``: delete what is past its retention window (``--dry-run`` lists it).
 - ``export``: the calls of a date range as one CSV, JSON or Parquet file.
 - ``dev``: the Dagster UI and daemon (sensor on) for this project, with sample data.
 """
@@ -267,6 +268,32 @@ def export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def retention(settings: Settings, dry_run: bool) -> int:
+    """Apply the retention policy (CDR_RETENTION_*) now: the same job the schedule runs."""
+    from cdr_assets.defs.resources import CdrPipeline
+    from cdr_assets.defs.retention.jobs import retention as retention_job
+
+    with _open_instance() as instance:
+        result = retention_job.execute_in_process(
+            run_config={
+                "ops": {"apply_retention_policy": {"config": {"dry_run": dry_run}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            instance=instance,
+            resources={"cdr": CdrPipeline.from_settings(settings)},
+            raise_on_error=False,
+        )
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            error = event.step_failure_data.error
+            print(f"retention failed: {error.message.strip() if error else '?'}", file=sys.stderr)
+        if event.event_type_value == "STEP_OUTPUT" and event.step_output_data:
+            summary = event.step_output_data.metadata.get("summary")
+            if summary is not None:
+                print(summary.value)
+    return 0 if result.success else 1
+
+
 def dev(settings: Settings, host: str, port: int, sample: bool) -> int:
     """Start `dagster dev` with a project-local DAGSTER_HOME and sample data to look at."""
     home = Path(os.environ.get("DAGSTER_HOME") or project_root() / ".dagster_home")
@@ -303,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=3000)
     dev_parser.add_argument("--no-sample", action="store_true", help="do not generate sample data")
+    keep = commands.add_parser("retention", help="delete what is past its retention window")
+    keep.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     exp = commands.add_parser("export", help="write the calls of a date range to one file")
     exp.add_argument("--format", required=True, choices=("csv", "json", "parquet"))
     exp.add_argument("--start-date", required=True, help="first call date, YYYY-MM-DD")
@@ -322,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rerate(settings, Progress())
     if args.command == "generate":
         return generate(settings, args.seed)
+    if args.command == "retention":
+        return retention(settings, args.dry_run)
     if args.command == "export":
         return export(settings, args)
     return dev(settings, args.host, args.port, not args.no_sample)

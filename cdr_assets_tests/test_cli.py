@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -230,3 +231,36 @@ def test_export_refuses_bad_arguments_and_writes_a_header_on_an_empty_warehouse(
     assert "wrote 0 rows" in capsys.readouterr().out
     assert out.read_text().startswith("call_id,call_date,start_time,")
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_retention_lists_then_deletes_cdrs_days_past_the_window_and_keeps_the_marts(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["generate"]) == 0
+    assert main(["process"]) == 0
+    with serving(env) as con:
+        days = [
+            str(d)
+            for (d,) in con.execute("SELECT DISTINCT call_date FROM cdrs ORDER BY 1").fetchall()
+        ]
+    capsys.readouterr()
+    monkeypatch.setenv("CDR_RETENTION_CDRS_DAYS", "1")
+    cut = date.today() - timedelta(days=1)
+    expired = [d for d in days if date.fromisoformat(d) < cut]
+    assert expired, "the sample should hold days before yesterday"
+    assert main(["retention", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run, nothing deleted" in out and f"{len(expired)} days" in out
+    with serving(env) as con:
+        assert con.execute("SELECT count(DISTINCT call_date) FROM cdrs").fetchone() == (len(days),)
+
+    assert main(["retention"]) == 0
+    assert f"{len(expired)} days" in capsys.readouterr().out
+    with serving(env) as con:
+        kept = [
+            str(d)
+            for (d,) in con.execute("SELECT DISTINCT call_date FROM cdrs ORDER BY 1").fetchall()
+        ]
+        assert kept == [d for d in days if d not in expired]
+        # The marts of the deleted days stay (kept forever by default).
+        assert con.execute("SELECT count(*) FROM daily_summary").fetchone() == (len(days),)

@@ -35,7 +35,9 @@ def apply_retention_policy(
         plan = plan_retention(warehouse, policy, today)
         if config.dry_run:
             context.log.info("dry run, nothing deleted:\n" + plan.summary())
-            return dg.Output(None, metadata={"dry_run": True, **plan.as_metadata()})
+            return dg.Output(
+                None, metadata={"dry_run": True, "summary": plan.summary(), **plan.as_metadata()}
+            )
         report = apply_retention(warehouse, plan)
         for batch in report.batch_partitions:
             if context.instance.has_dynamic_partition(landing_batches.name or "", batch):
@@ -48,7 +50,9 @@ def apply_retention_policy(
     context.log.info(report.summary())
     if report.errors:
         raise dg.Failure("retention kept files it could not delete: " + "; ".join(report.errors))
-    return dg.Output(None, metadata={"dry_run": False, **report.as_metadata()})
+    return dg.Output(
+        None, metadata={"dry_run": False, "summary": report.summary(), **report.as_metadata()}
+    )
 
 
 @dg.job(

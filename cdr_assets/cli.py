@@ -260,6 +260,7 @@ def export(settings: Settings, args: argparse.Namespace) -> int:
             end,
             carrier_id=args.carrier_id,
             country_code=args.country_code,
+            caller_numbers=settings.caller_numbers,
         )
     except (OSError, duckdb.Error) as exc:
         print(f"cdr-pipeline export: failed: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ class CdrPipeline(dg.ConfigurableResource):
     source_timezone: str = "UTC"
     max_duration_seconds: int = DEFAULT_MAX_DURATION_SECONDS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    caller_numbers: str = "clear"
     lock_timeout_seconds: float = 3600.0
     unrated_warn_share: float = 0.05
 
@@ -38,6 +39,7 @@ class CdrPipeline(dg.ConfigurableResource):
             source_timezone=settings.source_timezone,
             max_duration_seconds=settings.max_duration_seconds,
             max_file_bytes=settings.max_file_bytes,
+            caller_numbers=settings.caller_numbers,
         )
 
     @property
@@ -52,6 +54,7 @@ class CdrPipeline(dg.ConfigurableResource):
             source_timezone=self.source_timezone,
             max_duration_seconds=self.max_duration_seconds,
             max_file_bytes=self.max_file_bytes,
+            caller_numbers=self.caller_numbers,
         )
 
     @property

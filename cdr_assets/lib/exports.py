@@ -96,6 +96,7 @@ from typing import Any
 
 import duckdb
 
+from cdr_assets.lib.privacy import private_cdrs
 from cdr_assets.lib.serving import EMPTY_TABLES
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql, temporary_sibling
 
@@ -248,12 +249,13 @@ def _files_between(warehouse: Warehouse, first: date, last: date) -> list[Path]:
     return files
 
 
-def _calls_source(con: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
+def _calls_source(con: duckdb.DuckDBPyConnection, files: list[Path], caller_numbers: str) -> str:
+    """The ``cdrs`` rows of ``files``, caller numbers shown as ``caller_numbers`` says."""
     if files:
-        return read_parquet_sql(files)
+        return private_cdrs(read_parquet_sql(files), caller_numbers)
     # No file: an empty table with the columns and types of ``cdrs``.
     con.execute(f"CREATE OR REPLACE TEMP TABLE no_cdrs ({EMPTY_TABLES['cdrs']})")
-    return "no_cdrs"
+    return private_cdrs("no_cdrs", caller_numbers)
 
 
 def _copy(
@@ -276,6 +278,7 @@ def export_calls(
     end_date: date,
     carrier_id: str | None = None,
     country_code: str | None = None,
+    caller_numbers: str = "clear",
 ) -> int:
     """Write the calls of ``start_date``..``end_date`` (inclusive) to ``output``; the row count."""
     if fmt not in FORMATS:
@@ -297,7 +300,7 @@ def export_calls(
     try:
         with _connection(warehouse) as con:
             query = (
-                f"SELECT {_select_list(fmt)} FROM {_calls_source(con, files)} AS c "
+                f"SELECT {_select_list(fmt)} FROM {_calls_source(con, files, caller_numbers)} AS c "
                 f"WHERE {' AND '.join(conditions)} ORDER BY {_ORDER}"
             )
             rows = _copy(con, query, _COPY_OPTIONS[fmt], tmp, params)
@@ -427,8 +430,13 @@ def _swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_billing_month(warehouse: Warehouse, month: str) -> dict[str, BillingTotals]:
-    """Write every carrier's billing files of ``month`` (YYYY-MM); each carrier's totals."""
+def write_billing_month(
+    warehouse: Warehouse, month: str, caller_numbers: str = "clear"
+) -> dict[str, BillingTotals]:
+    """Write every carrier's billing files of ``month`` (YYYY-MM); each carrier's totals.
+
+    ``caller_numbers`` (clear, hash or mask): what the call lines show of caller numbers.
+    """
     first, last = _month_days(month)
     target = billing_dir(warehouse, month)
     files = _files_between(warehouse, first, last)
@@ -441,9 +449,10 @@ def write_billing_month(warehouse: Warehouse, month: str) -> dict[str, BillingTo
             with _connection(warehouse) as con:
                 calls = staging / ".calls.parquet.part"
                 # One sorted snapshot of the month: totals and lines both come from it.
+                source = _calls_source(con, files, caller_numbers)
                 _copy(
                     con,
-                    f"SELECT {_select_list('parquet')} FROM {_calls_source(con, files)} AS c "
+                    f"SELECT {_select_list('parquet')} FROM {source} AS c "
                     "WHERE c.call_date BETWEEN $first AND $last "
                     f"ORDER BY c.carrier_id, {_ORDER}",
                     "FORMAT parquet",

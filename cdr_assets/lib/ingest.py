@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdr_assets.lib import dedup, enrichment, rating, readers
+from cdr_assets.lib import dedup, enrichment, privacy, rating, readers
 from cdr_assets.lib.landing import unsafe_name_reason
 from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.settings import Settings
@@ -343,7 +343,22 @@ def _open_dedup(
         )
     else:
         con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
+    _add_caller_hash(con, warehouse)
     con.execute(dedup.DEDUP_SQL)
+
+
+def _add_caller_hash(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """``caller_hash`` beside each caller number, one keyed hash per distinct number."""
+    rows = con.execute(
+        "SELECT list(DISTINCT caller_number) FROM batch_rows WHERE caller_number IS NOT NULL"
+    ).fetchall()
+    numbers = pa.array((rows[0][0] if rows else None) or [], pa.string())
+    con.register("caller_keys", privacy.caller_hashes(numbers, privacy.caller_key(warehouse)))
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT b.*, k.caller_hash "
+        "FROM batch_rows AS b LEFT JOIN caller_keys AS k USING (caller_number)"
+    )
+    con.unregister("caller_keys")
 
 
 KEPT_DAY_SQL = """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from cdr_assets.lib import privacy
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
 
 # Column types of each table, for the view shown while a table has no file yet.
@@ -31,7 +32,8 @@ EMPTY_TABLES: dict[str, str] = {
         deck_version VARCHAR, called_country_name VARCHAR, called_number_type VARCHAR,
         called_region VARCHAR, called_carrier VARCHAR, caller_number_type VARCHAR,
         caller_region VARCHAR, caller_carrier VARCHAR, caller_timezones VARCHAR[],
-        caller_timezone VARCHAR, local_start_time TIMESTAMP, batch_seq BIGINT""",
+        caller_timezone VARCHAR, local_start_time TIMESTAMP, batch_seq BIGINT,
+        caller_hash VARCHAR""",
     "rejected_cdrs": """source_file VARCHAR, source_row BIGINT, raw_record VARCHAR,
         reasons VARCHAR[], detail VARCHAR, batch_id VARCHAR""",
     "duplicate_cdrs": """call_id VARCHAR, source_file VARCHAR, source_row BIGINT,
@@ -77,15 +79,21 @@ def _empty_select(columns: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def view_sql(warehouse: Warehouse, table: str) -> str:
+def view_sql(warehouse: Warehouse, table: str, caller_numbers: str = "clear") -> str:
     files = warehouse.table_files(table)
-    if not files:
-        return _empty_select(EMPTY_TABLES[table])
-    return f"SELECT * FROM {read_parquet_sql(files)}"
+    source = f"({_empty_select(EMPTY_TABLES[table])})" if not files else read_parquet_sql(files)
+    if table == "cdrs":
+        source = privacy.private_cdrs(source, caller_numbers)
+    elif table == "rejected_cdrs":
+        source = privacy.private_rejected(source, caller_numbers)
+    return f"SELECT * FROM {source}"
 
 
-def publish_serving_file(warehouse: Warehouse) -> dict[str, int]:
-    """Rebuild ``cdr.duckdb`` aside and swap it in; returns each table's row count."""
+def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") -> dict[str, int]:
+    """Rebuild ``cdr.duckdb`` aside and swap it in; returns each table's row count.
+
+    ``caller_numbers`` (clear, hash or mask) is what the views show of caller numbers.
+    """
     target = warehouse.serving_path
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -94,7 +102,7 @@ def publish_serving_file(warehouse: Warehouse) -> dict[str, int]:
     try:
         with duckdb.connect(str(tmp)) as con:
             for table in EMPTY_TABLES:
-                con.execute(f"CREATE VIEW {table} AS {view_sql(warehouse, table)}")
+                con.execute(f"CREATE VIEW {table} AS {view_sql(warehouse, table, caller_numbers)}")
                 row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
                 counts[table] = int(row[0]) if row else 0
             con.execute("CHECKPOINT")

@@ -18,6 +18,7 @@ import phonenumbers
 
 DEFAULT_MAX_DURATION_SECONDS = 86_400
 DEFAULT_MAX_FILE_BYTES = 4 * 2**30
+CALLER_MODES = ("clear", "hash", "mask")  # what serving and exports show of caller numbers
 
 
 def project_root() -> Path:
@@ -45,6 +46,7 @@ class Settings:
     source_timezone: str = "UTC"
     max_duration_seconds: int = DEFAULT_MAX_DURATION_SECONDS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    caller_numbers: str = "clear"  # clear | hash | mask: see cdr_assets.lib.privacy
 
     def __post_init__(self) -> None:
         try:
@@ -53,6 +55,11 @@ class Settings:
             raise SettingsError(
                 f"CDR_SOURCE_TIMEZONE={self.source_timezone!r} is not an IANA time zone"
             ) from exc
+        if self.caller_numbers not in CALLER_MODES:
+            raise SettingsError(
+                f"CDR_CALLER_NUMBERS={self.caller_numbers!r} is not one of "
+                + ", ".join(CALLER_MODES)
+            )
         if self.default_region is not None and (
             self.default_region not in phonenumbers.SUPPORTED_REGIONS
         ):
@@ -74,4 +81,5 @@ class Settings:
                 env.get("CDR_MAX_DURATION_SECONDS") or DEFAULT_MAX_DURATION_SECONDS
             ),
             max_file_bytes=int(env.get("CDR_MAX_FILE_BYTES") or DEFAULT_MAX_FILE_BYTES),
+            caller_numbers=(env.get("CDR_CALLER_NUMBERS") or "clear").strip().lower(),
         )

@@ -245,7 +245,7 @@ def billing_exports(
     """The month's billing files, one CSV and one JSON per carrier."""
     month = marts.check_month(context.partition_key)
     with cdr.writing() as warehouse:
-        exports.write_billing_month(warehouse, month)
+        exports.write_billing_month(warehouse, month, cdr.caller_numbers)
         written = exports.read_billing_totals(warehouse, month)
         expected = marts.carrier_month_totals(warehouse, month)
     report(context, f"{month}: billing files for {len(written)} carriers")

@@ -46,7 +46,7 @@ def apply_retention_policy(
             if context.instance.has_dynamic_partition(call_dates.name or "", day):
                 context.instance.delete_dynamic_partition(call_dates.name or "", day)
         if report.serving_stale:
-            publish_serving_file(warehouse)
+            publish_serving_file(warehouse, cdr.caller_numbers)
     context.log.info(report.summary())
     if report.errors:
         raise dg.Failure("retention kept files it could not delete: " + "; ".join(report.errors))

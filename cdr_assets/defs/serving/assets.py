@@ -18,7 +18,7 @@ from cdr_assets.lib.serving import publish_serving_file
 def serving_db(context: dg.AssetExecutionContext, cdr: CdrPipeline) -> dg.MaterializeResult:
     """cdr.duckdb: every contract table by name, for read-only connections from BI tools."""
     with cdr.writing() as warehouse:
-        counts = publish_serving_file(warehouse)
+        counts = publish_serving_file(warehouse, cdr.caller_numbers)
     report(context, f"published {warehouse.serving_path}: {counts}")
     return dg.MaterializeResult(
         metadata={

@@ -7,11 +7,14 @@ each scenario in a fresh subprocess so that its peak memory is its own:
 
 * ``floor``: DuckDB reading the CSV and writing it as Parquet, the least any stage that
   touches every CDR costs;
-* ``cold``: an empty ``NumberFactsCache``; reading both number columns of the Parquet,
-  ``facts_for`` on them (every distinct number parsed by phonenumbers, on every core, and
-  the facts appended to the cache), then ``enrich_calls`` over the Parquet, written to
-  Parquet as the pipeline writes (``write_relation_atomic``);
-* ``warm``: the same, with the cache filled by ``cold``: nothing is parsed;
+* ``cold``: an empty ``NumberFactsCache`` and no prefix tables; reading both number
+  columns of the Parquet, ``facts_for`` on them (the vectorised engine of
+  ``number_tables`` builds phonenumbers' prefix tables and decides every number it can,
+  phonenumbers parses the rest one by one, and the facts are appended to the cache), then
+  ``enrich_calls`` over the Parquet, written to Parquet as the pipeline writes
+  (``write_relation_atomic``). Building the prefix tables is part of the cold figures;
+* ``warm``: the same, with the cache (and prefix tables) filled by ``cold``: nothing is
+  decided again;
 * ``warm, enrich_batch lookup``: the lookup ``ingest.enrich_batch`` makes (DuckDB's
   ``list(DISTINCT ...)`` of both columns, then ``facts_by_e164``), then the same enrichment.
 
@@ -39,13 +42,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,24 +58,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from common import SPOT_CHECK, TreeSampler, spot_check, synthesise_numbers
 from machine_info import machine
-from phonenumbers import PhoneMetadata, PhoneNumberType
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
-# Regions of the numbers; the first three are the home markets most callers live in.
-REGIONS: tuple[str, ...] = (
-    "US", "GB", "DE", "CA", "FR", "AU", "JP", "CN", "IN", "BR", "MX", "ES", "IT",
-    "NL", "SE", "NO", "PL", "ZA", "NG", "KE", "EG", "AE", "SA", "SG", "HK", "KR",
-    "PH", "ID", "AR", "CH", "IE", "NZ", "AT", "BE", "DK", "PT", "TR", "TH", "MY",
-    "VN", "IL", "CO", "CL", "FI",
-)  # fmt: skip
-HOME_CALLER_SHARES = {"US": 0.40, "GB": 0.25, "DE": 0.20}
-HOME_CALLED_SHARES = {"US": 0.12, "GB": 0.10, "DE": 0.08}
-MOBILE_SHARE = 0.6
 CALLER_SHARE = 0.5  # of the distinct numbers, the rest are called numbers
-SPOT_CHECK = 2_000  # numbers checked with phonenumbers.is_valid_number in setup
 START = np.datetime64("2026-10-01T00:00:00", "s")
 DAYS = 30
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size, so reads run on every core
@@ -92,126 +82,6 @@ TARGETS = {"cold_seconds": 60.0, "warm_seconds": 10.0, "peak_mib": 2048.0}
 # ------------------------------------------------------------------ synthetic numbers
 
 
-def _region_shares(home: dict[str, float]) -> np.ndarray:
-    rest = (1.0 - sum(home.values())) / (len(REGIONS) - len(home))
-    return np.array([home.get(region, rest) for region in REGIONS])
-
-
-def _allocate(total: int, shares: np.ndarray) -> np.ndarray:
-    """``total`` split by ``shares`` into integers that add up to ``total``."""
-    exact = shares / shares.sum() * total
-    counts = np.floor(exact).astype(np.int64)
-    counts[np.argsort(counts - exact)[: total - int(counts.sum())]] += 1
-    return counts
-
-
-def _templates(region: str) -> list[tuple[int, str, list[Any], int]]:
-    """(country code, first national digit, [general, type] descriptions, length) per type."""
-    metadata = PhoneMetadata.metadata_for_region(region)
-    if metadata is None:
-        raise SystemExit(f"phonenumbers has no metadata for {region}")
-    templates: list[tuple[int, str, list[Any], int]] = []
-    keys: set[tuple[int, str, str, int]] = set()
-    for number_type, desc in (
-        (PhoneNumberType.MOBILE, metadata.mobile),
-        (PhoneNumberType.FIXED_LINE, metadata.fixed_line),
-    ):
-        example = phonenumbers.example_number_for_type(region, number_type)
-        if example is None or example.country_code is None or desc is None:
-            continue
-        code, pattern = example.country_code, desc.national_number_pattern
-        national = phonenumbers.national_significant_number(example)
-        key = (code, national[0], str(pattern), len(national))
-        # Regions such as US and CA give one pattern for both types.
-        if pattern is not None and key not in keys:
-            keys.add(key)
-            templates.append((code, national[0], [metadata.general_desc, desc], len(national)))
-    return templates
-
-
-def _matching(national: pa.Array, descs: list[Any]) -> pa.Array:
-    """Mask of the national numbers each description's pattern and lengths accept."""
-    mask = None
-    for desc in descs:
-        ok = pc.match_substring_regex(national, f"^(?:{desc.national_number_pattern})$")
-        lengths = [n for n in (desc.possible_length or ()) if n > 0]
-        if lengths:
-            ok = pc.and_(
-                ok, pc.is_in(pc.utf8_length(national), value_set=pa.array(lengths, pa.int32()))
-            )
-        mask = ok if mask is None else pc.and_(mask, ok)
-    assert mask is not None
-    return mask
-
-
-def _template_numbers(
-    rng: np.random.Generator,
-    template: tuple[int, str, list[Any], int],
-    needed: int,
-    taken: pa.Array,
-) -> pa.Array:
-    """``needed`` distinct valid national numbers of one template (vectorised draws), none
-    of them in ``taken`` (where mobile and fixed-line ranges overlap, as in MX or DK)."""
-    _, first, descs, length = template
-    digits = length - 1
-    found = pa.array([], pa.string())
-    acceptance = 0.5
-    for _ in range(50):
-        if len(found) >= needed:
-            break
-        draw = int((needed - len(found)) * 1.3 / max(acceptance, 0.01)) + 1_000
-        raw = pa.array(rng.integers(0, 10**digits, size=draw, dtype=np.int64))
-        national = pc.binary_join_element_wise(
-            first, pc.utf8_lpad(pc.cast(raw, pa.string()), digits, "0"), ""
-        )
-        keep = pc.and_(_matching(national, descs), pc.invert(pc.is_in(national, taken)))
-        kept = pc.filter(national, keep)
-        acceptance = max(len(kept) / draw, 0.001)
-        found = pc.unique(pa.concat_arrays([found, kept]))
-    if len(found) < needed:
-        raise SystemExit(f"could not draw {needed} numbers from template {first}... ({length})")
-    return found[:needed]
-
-
-def synthesise_numbers(
-    rng: np.random.Generator, callers: int, called: int
-) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Disjoint caller and called pools of E.164 numbers, and the called numbers' regions."""
-    caller_counts = _allocate(callers, _region_shares(HOME_CALLER_SHARES))
-    called_counts = _allocate(called, _region_shares(HOME_CALLED_SHARES))
-    caller_parts: list[pa.Array] = []
-    called_parts: list[pa.Array] = []
-    called_regions: list[pa.Array] = []
-    for region, n_caller, n_called in zip(REGIONS, caller_counts, called_counts, strict=True):
-        templates = _templates(region)
-        shares = np.array([MOBILE_SHARE] + [1.0 - MOBILE_SHARE] * (len(templates) - 1))
-        needed = int(n_caller + n_called)
-        national = pa.array([], pa.string())
-        for template, count in zip(templates, _allocate(needed, shares), strict=True):
-            drawn = _template_numbers(rng, template, int(count), national)
-            national = pa.concat_arrays([national, drawn])
-        numbers = pc.binary_join_element_wise(f"+{templates[0][0]}", national, "")
-        numbers = numbers.take(pa.array(rng.permutation(len(numbers))))
-        caller_parts.append(numbers[: int(n_caller)])
-        called_parts.append(numbers[int(n_caller) :])
-        called_regions.append(pa.array([region] * int(n_called), pa.string()))
-    caller_pool = pa.concat_arrays(caller_parts)
-    called_pool = pa.concat_arrays(called_parts)
-    everything = pa.concat_arrays([caller_pool, called_pool])
-    if len(pc.unique(everything)) != len(everything):
-        raise SystemExit("synthesised numbers are not distinct")
-    return caller_pool, called_pool, pa.concat_arrays(called_regions)
-
-
-def _spot_check(rng: np.random.Generator, numbers: pa.Array) -> int:
-    """Numbers of a random sample that phonenumbers itself finds invalid (must be 0)."""
-    sample = numbers.take(pa.array(rng.choice(len(numbers), min(SPOT_CHECK, len(numbers)))))
-    return sum(
-        not phonenumbers.is_valid_number(phonenumbers.parse(number, None))
-        for number in sample.to_pylist()
-    )
-
-
 def _uses(rng: np.random.Generator, pool_size: int, rows: int) -> np.ndarray:
     """Row -> index into a pool: every number at least once, the other rows uniform."""
     index = np.concatenate(
@@ -226,7 +96,7 @@ def stage_setup(work: Path, rows: int, distinct: int, seed: int) -> dict[str, An
     started = time.perf_counter()
     callers = int(distinct * CALLER_SHARE)
     caller_pool, called_pool, called_region = synthesise_numbers(rng, callers, distinct - callers)
-    invalid = _spot_check(rng, pa.concat_arrays([caller_pool, called_pool]))
+    invalid = spot_check(rng, pa.concat_arrays([caller_pool, called_pool]))
     if invalid:
         raise SystemExit(f"{invalid} of {SPOT_CHECK} synthesised numbers are not valid")
     numbers_done = time.perf_counter()
@@ -297,14 +167,14 @@ def stage_floor(work: Path) -> dict[str, Any]:
 def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from cdr_assets.lib.enrichment import enrich_calls
-    from cdr_assets.lib.numbers import NumberFactsCache
+    from cdr_assets.lib.numbers import FRESH_COUNTS, NumberFactsCache
     from cdr_assets.lib.warehouse import sql_file_list, write_relation_atomic
 
     calls = work / "calls.parquet"
     out = work / f"enriched-{scenario}.parquet"
     cache = NumberFactsCache(work / "number_facts", default_region=None)
-    if scenario == "cold" and cache.files():
-        raise SystemExit("the cold scenario needs an empty cache")
+    if scenario == "cold" and (cache.files() or cache.tables_dir.exists()):
+        raise SystemExit("the cold scenario needs an empty cache and no prefix tables")
     if scenario != "cold" and not cache.files():
         raise SystemExit("the warm scenarios need the cache the cold one filled")
     con = duckdb.connect()
@@ -349,6 +219,8 @@ def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
         "peak_rss": _peak_rss_bytes(),
         "worker_peak_rss": worker_peak,
         "facts_rows": facts.num_rows,
+        "decided_by_engine": FRESH_COUNTS["engine"],
+        "decided_per_number": FRESH_COUNTS["per_number"],
         "facts_valid": int(pc.sum(facts["valid"]).as_py() or 0),
         "output": dict(
             zip(
@@ -368,54 +240,6 @@ def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the process tree
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (Linux, from /proc/<pid>/task/*/children)."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as f:
-                    queue.extend(int(child) for child in f.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _pss_bytes(pid: int) -> int:
-    """Proportional set size of one process (RSS where smaps_rollup is missing)."""
-    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
-        try:
-            with open(f"/proc/{pid}/{name}", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith(key):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return 0
-
-
-class TreeSampler(threading.Thread):
-    """Largest sum of PSS over a process and its descendants, sampled."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak = 0
-        self.most_processes = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        if not os.path.exists(f"/proc/{self.pid}"):
-            return
-        while not self.done.is_set():
-            pids = _tree(self.pid)
-            self.peak = max(self.peak, sum(_pss_bytes(pid) for pid in pids))
-            self.most_processes = max(self.most_processes, len(pids))
-            self.done.wait(self.interval)
 
 
 def run_stage(stage: str, work: Path, interval: float, extra: list[str]) -> dict[str, Any]:
@@ -456,7 +280,7 @@ def versions() -> dict[str, str]:
 
 
 SCENARIOS = {
-    "cold": "cold: parse every number, enrich, write",
+    "cold": "cold: build prefix tables, decide every number, enrich, write",
     "warm": "warm: facts_for from the cache, enrich, write",
     "warm-e164": "warm: enrich_batch lookup (facts_by_e164), enrich, write",
 }
@@ -483,6 +307,8 @@ def summarise(stage: dict[str, Any], rows: int, distinct: int, floor: float) -> 
                 "peak_rss_mib": round(stage["peak_rss"] / MIB, 1),
                 "worker_peak_rss_mib": round(stage["worker_peak_rss"] / MIB, 1),
                 "facts_rows": stage["facts_rows"],
+                "decided_by_engine": stage["decided_by_engine"],
+                "decided_per_number": stage["decided_per_number"],
                 "facts_valid": stage["facts_valid"],
                 "output": stage["output"],
             }
@@ -523,9 +349,11 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"\nSetup (not timed above): numbers {s['numbers_seconds']:.1f} s, rows + files "
         f"{s['rows_seconds']:.1f} s. Cold facts: {cold['facts_valid']:,} of "
-        f"{cold['facts_rows']:,} valid; {cold['cpu_seconds']:.0f} CPU s over "
-        f"{cold['most_processes']} processes. Reading the number columns is part of "
-        "'wall s', not of 'facts s'."
+        f"{cold['facts_rows']:,} valid, {cold['decided_by_engine']:,} decided by the "
+        f"vectorised engine and {cold['decided_per_number']:,} by phonenumbers one by one; "
+        f"{cold['cpu_seconds']:.0f} CPU s over {cold['most_processes']} processes. Reading "
+        "the number columns is part of 'wall s', not of 'facts s'; building the prefix "
+        "tables is part of the cold 'facts s'."
     )
     t, scenarios = results["targets"], results["scenarios"]
     peak = max(scenarios[name]["tree_peak_pss_mib"] for name in SCENARIOS)

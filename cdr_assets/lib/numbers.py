@@ -1,27 +1,36 @@
-"""Number facts: what phonenumbers says about each distinct number string, parsed once ever.
+"""Number facts: what phonenumbers says about each distinct number string, decided once ever.
 
 Validation (is the called number possible?), call-type derivation and enrichment all read
 the same facts, joined in SQL by the number as written in the file (stripped) or by its
 E.164 form. Facts are cached in the warehouse per phonenumbers version, facts layout and
-default region, so a number string is parsed once, whatever the number of rows, batches or
-runs that carry it. A large set of new numbers is parsed on every core.
+default region, so a number string is decided once, whatever the number of rows, batches
+or runs that carry it, and looked up in SQL (a semi-join of the batch's distinct numbers
+against the cache files).
+
+New numbers go first to the vectorised engine of :mod:`cdr_assets.lib.number_tables`
+(phonenumbers' metadata and prefix tables evaluated over whole arrays, with facts equal to
+:func:`number_fact`'s); the few it leaves undecided are parsed one by one by
+:func:`number_fact`, on every core when there are many.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import duckdb
 import phonenumbers
 import phonenumbers.carrier
 import phonenumbers.geocoder
 import phonenumbers.timezone
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from phonenumbers import PhoneNumberType
+
+from cdr_assets.lib.number_tables import FactsEngine
 
 NUMBER_FACTS_SCHEMA = pa.schema(
     [
@@ -42,6 +51,8 @@ NUMBER_FACTS_SCHEMA = pa.schema(
 # Bumped whenever the columns above change, so an old cache is never read as a new one.
 FACTS_LAYOUT = 2
 PARALLEL_THRESHOLD = 20_000
+# New numbers decided in this process so far: by the vectorised engine, one by one.
+FRESH_COUNTS: Counter[str] = Counter()
 
 _TYPE_NAMES = {
     value: name.lower()
@@ -124,12 +135,26 @@ def compute_number_facts(numbers: Iterable[str], default_region: str | None) -> 
     return pa.Table.from_pylist(rows, schema=NUMBER_FACTS_SCHEMA)
 
 
+def fresh_number_facts(
+    numbers: pa.Array | pa.ChunkedArray, default_region: str | None, tables_dir: Path | None
+) -> pa.Table:
+    """Facts of distinct, non-null number strings no cache knows: the vectorised engine
+    first (its prefix tables kept in ``tables_dir``), :func:`number_fact` for the rest."""
+    decided, undecided = FactsEngine(tables_dir).facts(numbers, default_region)
+    FRESH_COUNTS["engine"] += decided.num_rows
+    FRESH_COUNTS["per_number"] += len(undecided)
+    if len(undecided) == 0:
+        return decided
+    return pa.concat_tables([decided, compute_number_facts(undecided.to_pylist(), default_region)])
+
+
 class NumberFactsCache:
     """Parquet cache of number facts, one folder per phonenumbers version, facts layout and
     default region.
 
     A new phonenumbers release can change what a number is, so its facts live in a new
-    folder and are parsed again; old folders are never read.
+    folder and are decided again; old folders are never read. The engine's prefix tables
+    are kept beside them, under ``prefix_tables/``, also per phonenumbers version.
     """
 
     def __init__(self, root: Path, default_region: str | None) -> None:
@@ -138,36 +163,55 @@ class NumberFactsCache:
         self.folder = (
             root / f"phonenumbers={version}" / f"default_region={default_region or 'none'}"
         )
+        if FACTS_LAYOUT != 2:  # the layout of the first releases has no folder of its own
+            self.folder = self.folder / f"layout={FACTS_LAYOUT}"
+        self.tables_dir = root / "prefix_tables"
         self.default_region = default_region
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("*.parquet")) if self.folder.exists() else []
 
     def facts_for(self, numbers: pa.Array | pa.ChunkedArray) -> pa.Table:
-        """Facts of every distinct non-null string in ``numbers``, parsing only the misses."""
-        wanted = pc.unique(pc.drop_null(numbers))
-        known = self._read_known(wanted)
-        missing = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=known["number"])))
-        if len(missing) == 0:
+        """Facts of every distinct non-null string in ``numbers``, deciding only the misses."""
+        with duckdb.connect() as con:
+            con.register("batch_numbers", pa.table({"n": _as_chunked(numbers)}))
+            con.execute(
+                "CREATE TEMP TABLE wanted AS "
+                "SELECT DISTINCT n FROM batch_numbers WHERE n IS NOT NULL"
+            )
+            known = self._lookup(con, "number")
+            con.register("known", known)
+            missing = con.sql("SELECT n FROM wanted ANTI JOIN known ON known.number = wanted.n")
+            missing_numbers = missing.to_arrow_table()["n"]
+        if len(missing_numbers) == 0:
             return known
-        fresh = compute_number_facts(missing.to_pylist(), self.default_region)
+        fresh = fresh_number_facts(missing_numbers, self.default_region, self.tables_dir)
         self._append(fresh)
         return pa.concat_tables([known, fresh])
 
     def facts_by_e164(self, e164: pa.Array | pa.ChunkedArray) -> pa.Table:
-        """Cached facts of numbers already parsed (by validation), found by E.164 form."""
-        files = self.files()
-        if not files:
-            return NUMBER_FACTS_SCHEMA.empty_table()
-        table = pq.read_table(files, schema=NUMBER_FACTS_SCHEMA)
-        return table.filter(pc.is_in(table["e164"], value_set=pc.unique(pc.drop_null(e164))))
+        """Cached facts of numbers already decided (by validation), found by E.164 form."""
+        with duckdb.connect() as con:
+            con.register("batch_numbers", pa.table({"n": _as_chunked(e164)}))
+            con.execute(
+                "CREATE TEMP TABLE wanted AS "
+                "SELECT DISTINCT n FROM batch_numbers WHERE n IS NOT NULL"
+            )
+            return self._lookup(con, "e164")
 
-    def _read_known(self, wanted: pa.Array) -> pa.Table:
+    def _lookup(self, con: duckdb.DuckDBPyConnection, column: str) -> pa.Table:
+        """Cached facts whose ``column`` is in the temp table ``wanted``: a semi-join in
+        DuckDB, which reads the cache files without loading them whole."""
         files = self.files()
         if not files:
             return NUMBER_FACTS_SCHEMA.empty_table()
-        table = pq.read_table(files, schema=NUMBER_FACTS_SCHEMA)
-        return table.filter(pc.is_in(table["number"], value_set=wanted))
+        listed = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+        columns = ", ".join(f"f.{name}" for name in NUMBER_FACTS_SCHEMA.names)
+        table = con.sql(
+            f"SELECT {columns} FROM read_parquet({listed}) AS f "
+            f"SEMI JOIN wanted ON f.{column} = wanted.n"
+        ).to_arrow_table()
+        return table.cast(NUMBER_FACTS_SCHEMA)
 
     def _append(self, fresh: pa.Table) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -175,3 +219,9 @@ class NumberFactsCache:
         tmp = self.folder / f".{name}.tmp"
         pq.write_table(fresh, tmp)
         os.replace(tmp, self.folder / name)
+
+
+def _as_chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    if isinstance(values, pa.ChunkedArray):
+        return values.cast(pa.string())
+    return pa.chunked_array([values], type=values.type).cast(pa.string())

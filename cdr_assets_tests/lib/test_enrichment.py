@@ -158,23 +158,37 @@ def test_each_number_is_parsed_once_and_a_new_phonenumbers_version_parses_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = numbers.number_fact
+    real = numbers.fresh_number_facts
 
-    def counting(number: str, region: str | None) -> dict[str, object]:
-        calls.append(number)
-        return real(number, region)
+    def counting(
+        wanted: pa.Array | pa.ChunkedArray, region: str | None, tables: Path | None
+    ) -> pa.Table:
+        calls.extend(wanted.to_pylist())
+        return real(wanted, region, tables)
 
-    monkeypatch.setattr(numbers, "number_fact", counting)
+    monkeypatch.setattr(numbers, "fresh_number_facts", counting)
     wanted = pa.array(["+442079460958", "+12025550123", "+442079460958", None])
     cache = NumberFactsCache(tmp_path, None)
     assert cache.facts_for(wanted).num_rows == 2
     assert NumberFactsCache(tmp_path, None).facts_for(wanted).num_rows == 2
     assert sorted(calls) == ["+12025550123", "+442079460958"]  # the second look parsed none
+    by_e164 = NumberFactsCache(tmp_path, None).facts_by_e164(pa.array(["+12025550123", None]))
+    assert by_e164.column("number").to_pylist() == ["+12025550123"]
 
     monkeypatch.setattr(phonenumbers, "__version__", "0.0.0-next")
     assert NumberFactsCache(tmp_path, None).facts_for(wanted).num_rows == 2
     assert len(calls) == 4  # a new release: facts parsed again, in a new folder
     assert len(list(tmp_path.glob("phonenumbers=*"))) == 2
+    assert len(list((tmp_path / "prefix_tables").glob("phonenumbers=*"))) == 2
+
+
+def test_the_cache_has_the_facts_number_fact_gives(tmp_path: Path) -> None:
+    """Engine-decided and per-number facts land in the cache alike."""
+    wanted = ["+442079460958", "+4402079460958", "0044 20 7946 0958", "+5491123456789", "x"]
+    cached = NumberFactsCache(tmp_path, None).facts_for(pa.array(wanted)).to_pylist()
+    assert sorted(cached, key=lambda row: row["number"]) == sorted(
+        compute_number_facts(wanted, None).to_pylist(), key=lambda row: row["number"]
+    )
 
 
 def test_many_new_numbers_are_parsed_on_every_core_with_the_same_facts(

@@ -326,11 +326,20 @@ def _earlier_kept_files(warehouse: Warehouse, batch_seq: int) -> list[Path]:
 def _open_dedup(
     con: duckdb.DuckDBPyConnection, warehouse: Warehouse, batch_id: str, batch_seq: int
 ) -> None:
+    """Decide which rows of the batch are kept, on narrow keys; ``KEPT_DAY_SQL`` writes them.
+
+    Only the dedup keys are materialised (``batch_rows``, one row id per row of the batch's
+    last layer file); the wide rows are read once, when a day is written.
+    """
+    path = sql_file_list([warehouse.batch_file(LAST_BATCH_LAYER, batch_id)])
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT *, $batch_seq::BIGINT AS batch_seq "
-        "FROM read_parquet("
-        + sql_file_list([warehouse.batch_file(LAST_BATCH_LAYER, batch_id)])
-        + ")",
+        f"CREATE OR REPLACE TEMP VIEW batch_file AS SELECT * FROM read_parquet({path}, "
+        "file_row_number = true)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT file_row_number AS row_id, call_id, "
+        "source_file, source_row, fingerprint, call_date, batch_id, "
+        "$batch_seq::BIGINT AS batch_seq FROM batch_file",
         {"batch_seq": batch_seq},
     )
     earlier = _earlier_kept_files(warehouse, batch_seq)
@@ -343,26 +352,29 @@ def _open_dedup(
         )
     else:
         con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
-    _add_caller_hash(con, warehouse)
     con.execute(dedup.DEDUP_SQL)
+    _register_caller_hashes(con, warehouse)
 
 
-def _add_caller_hash(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
-    """``caller_hash`` beside each caller number, one keyed hash per distinct number."""
+def _register_caller_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """``caller_keys``: each caller number of the batch with its keyed hash (one per number)."""
     rows = con.execute(
-        "SELECT list(DISTINCT caller_number) FROM batch_rows WHERE caller_number IS NOT NULL"
+        "SELECT list(DISTINCT caller_number) FROM batch_file WHERE caller_number IS NOT NULL"
     ).fetchall()
     numbers = pa.array((rows[0][0] if rows else None) or [], pa.string())
     con.register("caller_keys", privacy.caller_hashes(numbers, privacy.caller_key(warehouse)))
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT b.*, k.caller_hash "
-        "FROM batch_rows AS b LEFT JOIN caller_keys AS k USING (caller_number)"
-    )
-    con.unregister("caller_keys")
 
 
+# The kept rows of one day, as wide as the batch's last layer, with the batch's landing
+# sequence and the caller's hash, in file and row order.
 KEPT_DAY_SQL = """
-SELECT * FROM kept_rows WHERE call_date = CAST($day AS DATE) ORDER BY source_file, source_row
+SELECT f.* EXCLUDE (file_row_number), $batch_seq::BIGINT AS batch_seq, k.caller_hash
+FROM batch_file AS f
+LEFT JOIN caller_keys AS k USING (caller_number)
+WHERE f.file_row_number IN (
+    SELECT row_id FROM kept_rows WHERE call_date = CAST($day AS DATE)
+)
+ORDER BY f.source_file, f.source_row
 """
 
 
@@ -383,7 +395,7 @@ def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
                 con,
                 KEPT_DAY_SQL,
                 warehouse.cdrs_file(day, batch_id),
-                {"day": day},
+                {"day": day, "batch_seq": batch_seq},
             )
         # A re-run must not leave a day this batch no longer touches.
         dropped = []
@@ -481,7 +493,7 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
                     con,
                     KEPT_DAY_SQL,
                     target,
-                    {"day": call_date},
+                    {"day": call_date, "batch_seq": seqs[batch_id]},
                 )
             else:
                 remove_file(target)

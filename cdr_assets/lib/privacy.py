@@ -88,6 +88,27 @@ def private_cdrs(source: str, mode: str) -> str:
     return f"(SELECT * REPLACE ({caller_expression(mode)} AS caller_number) FROM {source})"
 
 
+SUBJECT_HASHES = "alert_subject_hashes"  # registered while publishing, never stored
+
+
+def private_alerts(source: str, mode: str) -> str:
+    """Alerts whose subject is a caller number show it as ``cdrs`` shows callers."""
+    if check_mode(mode) == "clear":
+        return source
+    if mode == "hash":
+        return (
+            "(SELECT a.* REPLACE (CASE WHEN a.subject_type = 'caller' THEN h.caller_hash "
+            f"ELSE a.subject END AS subject) FROM {source} AS a "
+            f"LEFT JOIN {SUBJECT_HASHES} AS h ON a.subject_type = 'caller' "
+            "AND h.caller_number = a.subject)"
+        )
+    masked = caller_expression(mode).replace("caller_number", "subject")
+    return (
+        f"(SELECT * REPLACE (CASE WHEN subject_type = 'caller' THEN {masked} ELSE subject END "
+        f"AS subject) FROM {source})"
+    )
+
+
 def private_rejected(source: str, mode: str) -> str:
     if check_mode(mode) == "clear":
         return source

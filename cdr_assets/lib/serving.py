@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from cdr_assets.lib import privacy
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
@@ -69,6 +70,10 @@ EMPTY_TABLES: dict[str, str] = {
         VARCHAR, calls BIGINT, answered_calls BIGINT, duration_seconds BIGINT, answered_seconds
         BIGINT, billable_seconds BIGINT, cost DECIMAL(38,4), revenue DECIMAL(38,4), margin
         DECIMAL(38,4), days BIGINT""",
+    "fraud_alerts": """call_date DATE, alert_id VARCHAR, rule VARCHAR, severity VARCHAR,
+        subject_type VARCHAR, subject VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ,
+        metrics VARCHAR, baseline VARCHAR, sample_call_ids VARCHAR[], score DOUBLE,
+        summary VARCHAR, config_version VARCHAR""",
 }
 
 
@@ -86,7 +91,27 @@ def view_sql(warehouse: Warehouse, table: str, caller_numbers: str = "clear") ->
         source = privacy.private_cdrs(source, caller_numbers)
     elif table == "rejected_cdrs":
         source = privacy.private_rejected(source, caller_numbers)
+    elif table == "fraud_alerts":
+        source = privacy.private_alerts(source, caller_numbers)
     return f"SELECT * FROM {source}"
+
+
+def _register_subject_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """The keyed hash of each caller named by an alert, for this connection only.
+
+    Neither the key nor the clear numbers may reach the serving file: the few alert rows are
+    hashed here, like ``cdrs.caller_hash``, and stored as a table.
+    """
+    files = warehouse.table_files("fraud_alerts")
+    numbers: list[str] = []
+    if files:
+        rows = con.execute(
+            f"SELECT list(DISTINCT subject) FROM {read_parquet_sql(files)} "
+            "WHERE subject_type = 'caller' AND subject IS NOT NULL"
+        ).fetchall()
+        numbers = (rows[0][0] if rows else None) or []
+    hashes = privacy.caller_hashes(pa.array(numbers, pa.string()), privacy.caller_key(warehouse))
+    con.register(privacy.SUBJECT_HASHES, hashes)
 
 
 def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") -> dict[str, int]:
@@ -101,8 +126,14 @@ def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") ->
     counts: dict[str, int] = {}
     try:
         with duckdb.connect(str(tmp)) as con:
+            if caller_numbers == "hash":
+                _register_subject_hashes(con, warehouse)
             for table in EMPTY_TABLES:
-                con.execute(f"CREATE VIEW {table} AS {view_sql(warehouse, table, caller_numbers)}")
+                # Hashed alert subjects are copied in (a few rows): a view would need the key.
+                kind = "TABLE" if table == "fraud_alerts" and caller_numbers == "hash" else "VIEW"
+                con.execute(
+                    f"CREATE {kind} {table} AS {view_sql(warehouse, table, caller_numbers)}"
+                )
                 row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
                 counts[table] = int(row[0]) if row else 0
             con.execute("CHECKPOINT")

@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 
 from cdr_assets.defs.enrichment.assets import enriched_cdrs
+from cdr_assets.defs.fraud.resources import FraudRules
 from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, validate_cdrs
 from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
@@ -46,7 +47,7 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
                 serving_db,
             ],
             partition_key="b1",
-            resources={"cdr": resource},
+            resources={"cdr": resource, "fraud_rules": FraudRules.from_env()},
             instance=instance,
             run_config={"ops": {"raw_cdrs": {"config": {"files": ["a.csv"]}}}},
         )
@@ -63,6 +64,9 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
             "matches_cdrs": True,
             "matches_daily_summary": True,
             "matches_days": True,
+            # And the days' fraud alerts (the sample has none).
+            "no_error_alerts": True,
+            "no_warn_alerts": True,
         }
         reported = sorted(
             m.partition
@@ -77,7 +81,7 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
         rebuild = dg.materialize(
             [cdrs],
             partition_key="2026-11-20",
-            resources={"cdr": resource},
+            resources={"cdr": resource, "fraud_rules": FraudRules.from_env()},
             instance=instance,
         )
         assert rebuild.success
@@ -117,7 +121,7 @@ def test_a_deck_change_makes_rated_batches_stale(tmp_path: Path) -> None:
             .execute_in_process(
                 partition_key="b1",
                 instance=instance,
-                resources={"cdr": resource},
+                resources={"cdr": resource, "fraud_rules": FraudRules.from_env()},
                 run_config={"ops": {"raw_cdrs": {"config": {"files": ["a.csv"]}}}},
             )
             .success
@@ -132,5 +136,9 @@ def test_a_deck_change_makes_rated_batches_stale(tmp_path: Path) -> None:
         assert rated_status() == StaleStatus.FRESH
         deck = rates / "cost" / "carrier_001.csv"
         deck.write_text(deck.read_text().replace(",0.04,", ",0.05,"))
-        dg.materialize([rate_decks], instance=instance, resources={"cdr": resource})
+        dg.materialize(
+            [rate_decks],
+            instance=instance,
+            resources={"cdr": resource, "fraud_rules": FraudRules.from_env()},
+        )
         assert rated_status() == StaleStatus.STALE

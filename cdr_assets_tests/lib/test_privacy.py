@@ -12,6 +12,7 @@ import pytest
 
 from cdr_assets.cli import main
 from cdr_assets.lib import privacy
+from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings, SettingsError
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
 
@@ -104,3 +105,39 @@ def test_clear_mode_serves_the_numbers_as_stored(env: Path) -> None:
     assert main(["generate"]) == 0
     assert main(["process"]) == 0
     assert served(env, "SELECT count(*) FROM cdrs WHERE caller_number LIKE '+%'")[0][0] > 0
+
+
+@pytest.mark.parametrize("mode", ["hash", "mask"])
+def test_alert_subjects_that_are_callers_are_hidden_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.delenv(privacy.KEY_ENV, raising=False)
+    warehouse = Warehouse(tmp_path / "warehouse")
+    folder = warehouse.root / "fraud_alerts"
+    folder.mkdir(parents=True)
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * FROM ({_empty_alerts()}) UNION ALL SELECT DATE '2026-11-20', 'a1', "
+            "'wangiri', 'ERROR', 'caller', '+442079460958', NULL, NULL, '{}', '{}', [], 1.0, "
+            "'', 'v' UNION ALL SELECT DATE '2026-11-20', 'a2', 'traffic', 'WARN', 'carrier', "
+            f"'carrier_001', NULL, NULL, '{{}}', '{{}}', [], 1.0, '', 'v') "
+            f"TO '{folder / '2026-11-20.parquet'}' (FORMAT parquet)"
+        )
+    publish_serving_file(warehouse, mode)
+    with duckdb.connect(str(warehouse.serving_path), read_only=True) as con:
+        shown = dict(con.execute("SELECT alert_id, subject FROM fraud_alerts").fetchall())
+    assert shown["a2"] == "carrier_001"
+    if mode == "hash":
+        expected = privacy.caller_hashes(
+            pa.array(["+442079460958"]), privacy.caller_key(warehouse)
+        ).to_pylist()[0]["caller_hash"]
+        assert shown["a1"] == expected
+        assert b"2079460958" not in warehouse.serving_path.read_bytes()
+    else:
+        assert shown["a1"] == "+442*******58"
+
+
+def _empty_alerts() -> str:
+    from cdr_assets.lib.serving import EMPTY_TABLES, _empty_select
+
+    return _empty_select(EMPTY_TABLES["fraud_alerts"])

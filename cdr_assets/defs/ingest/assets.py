@@ -13,6 +13,8 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from cdr_assets.defs.fraud.assets import publish_fraud_alerts
+from cdr_assets.defs.fraud.resources import FraudRules
 from cdr_assets.defs.marts.assets import publish_marts
 from cdr_assets.defs.partitions import call_dates, landing_batches
 from cdr_assets.defs.reporting import parquet_metadata, report
@@ -185,7 +187,7 @@ def schema_check_result(
     pool=POOL,
 )
 def deduplicate_cdrs(
-    context: dg.AssetExecutionContext, cdr: CdrPipeline
+    context: dg.AssetExecutionContext, cdr: CdrPipeline, fraud_rules: FraudRules
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Keep the first landing of each call_id in the daily cdrs; set the others aside."""
     batch_id = context.partition_key
@@ -212,6 +214,7 @@ def deduplicate_cdrs(
         )
         # The days this batch changed, and their months, are current when the run ends.
         publish_marts(context, warehouse, result.days_changed)
+        publish_fraud_alerts(context, warehouse, result.days_changed, fraud_rules.load())
     landed_path = warehouse.batch_file("landed_files", batch_id)
     yield dg.MaterializeResult(
         asset_key="duplicate_cdrs",

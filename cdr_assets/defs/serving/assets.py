@@ -9,7 +9,7 @@ from cdr_assets.lib.serving import publish_serving_file
 
 
 @dg.asset(
-    deps=["landed_files", "rejected_cdrs", "duplicate_cdrs", "cdrs", *MART_TABLES],
+    deps=["landed_files", "rejected_cdrs", "duplicate_cdrs", "cdrs", *MART_TABLES, "fraud_alerts"],
     group_name="serving",
     kinds={"duckdb"},
     owners=["team:cdr-data"],

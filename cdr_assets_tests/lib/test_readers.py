@@ -279,7 +279,7 @@ def test_invalid_utf8_far_into_a_large_file_names_its_offset(tmp_path: Path) -> 
     ("name", "data"),
     [
         ("empty.csv", b""),
-        ("empty.csv.gz", gzip.compress(b"")),
+        ("empty.csv.gz", gzip.compress(b"", mtime=0)),
         ("blank.csv", b"  \n\t\r\n\n"),
         ("bom-only.csv", b"\xef\xbb\xbf"),
         ("utf16-bom-only.csv", b"\xff\xfe"),
@@ -288,7 +288,7 @@ def test_invalid_utf8_far_into_a_large_file_names_its_offset(tmp_path: Path) -> 
         ("empty.ndjson", b""),
         ("blank.jsonl", b"\n\n  \n"),
         ("empty.parquet", b""),
-        ("empty.parquet.gz", gzip.compress(b"")),
+        ("empty.parquet.gz", gzip.compress(b"", mtime=0)),
     ],
 )
 def test_empty_file_is_rejected(tmp_path: Path, name: str, data: bytes) -> None:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import resource
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from common import write_rates
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,11 +60,6 @@ COUNTRY_CODES = {
     "353": 1,
     "48": 1,
 }
-
-DECK_HEADER = (
-    "prefix,destination,call_type,rate_per_minute,connection_fee,increment,"
-    "effective_from,effective_to\n"
-)
 
 # The CDR columns the CSV carries, with the types DuckDB reads them as.
 CDR_COLUMNS = {
@@ -131,68 +126,9 @@ COPY (
 """
 
 
-def _weighted_codes(rng: random.Random) -> str:
-    codes = list(COUNTRY_CODES)
-    return rng.choices(codes, weights=[COUNTRY_CODES[c] for c in codes])[0]
-
-
-def write_deck(path: Path, rng: random.Random, prefixes: int, with_types: bool) -> None:
-    """A deck of ``prefixes`` rows: country codes extended by 1-5 digits, a few of them typed,
-    some rates changing at a datetime mid-period, assorted increments and connection fees."""
-    increments = ["60/60", "60/60", "1/1", "30/6", "30/30"]
-    seen: set[tuple[str, str]] = set()
-    lines = [DECK_HEADER]
-    lines.append(",Default,,0.09,0,60/60,,\n")
-    seen.add(("", ""))
-    for code in COUNTRY_CODES:
-        lines.append(f"{code},Country {code},,0.05,0,60/60,,\n")
-        seen.add((code, ""))
-    if with_types:
-        lines.append(",Local,local,0.01,0,60/60,,\n")
-        lines.append(",National,national,0.02,0,60/60,,\n")
-        seen.update({("", "local"), ("", "national")})
-    while len(lines) - 1 < prefixes:
-        prefix = _weighted_codes(rng) + "".join(
-            rng.choice("0123456789") for _ in range(rng.randint(1, 5))
-        )
-        call_type = "international" if with_types and rng.random() < 0.1 else ""
-        if (prefix, call_type) in seen:
-            continue
-        seen.add((prefix, call_type))
-        rate = f"{rng.randint(1, 2000) / 10000:.4f}"
-        fee = "0" if rng.random() < 0.8 else f"{rng.randint(1, 50) / 1000:.3f}"
-        increment = rng.choice(increments)
-        if rng.random() < 0.05:
-            # A new price from 15 May 12:00 UTC: two rows, back to back.
-            new_rate = f"{rng.randint(1, 2000) / 10000:.4f}"
-            lines.append(
-                f"{prefix},Area {prefix},{call_type},{rate},{fee},{increment},,"
-                "2024-05-15T12:00:00Z\n"
-            )
-            lines.append(
-                f"{prefix},Area {prefix},{call_type},{new_rate},{fee},{increment},"
-                "2024-05-15T12:00:00Z,\n"
-            )
-        else:
-            lines.append(f"{prefix},Area {prefix},{call_type},{rate},{fee},{increment},,\n")
-    path.write_text("".join(lines), encoding="utf-8")
-
-
 def generate(work: Path, rows: int, carriers: int, prefixes: int, seed: int) -> None:
-    rates = work / "rates"
-    (rates / "cost").mkdir(parents=True, exist_ok=True)
-    (rates / "config.toml").write_text(
-        'currency = "USD"\nmoney_decimals = 4\nmarkup = 1.5\n', encoding="utf-8"
-    )
-    (rates / "carriers.csv").write_text(
-        "carrier_id,name\n"
-        + "".join(f"carrier_00{i},Carrier {i}\n" for i in range(1, carriers + 1)),
-        encoding="utf-8",
-    )
-    rng = random.Random(seed)
-    for i in range(1, carriers + 1):
-        write_deck(rates / "cost" / f"carrier_00{i}.csv", rng, prefixes, with_types=True)
-    write_deck(rates / "retail.csv", rng, prefixes, with_types=False)
+    # Rates change mid-period, on 15 May 12:00 UTC.
+    write_rates(work / "rates", carriers, prefixes, seed, COUNTRY_CODES, "2024-05-15T12:00:00Z")
 
     con = duckdb.connect()
     codes = list(COUNTRY_CODES)

@@ -79,7 +79,10 @@ _CSV_NEEDS_QUOTES = r'[",\r\n]'
 _CSV_SPECIAL_BYTES = (b'"', b",", b"\r", b"\n")
 _JSON_SPECIAL_BYTES = (b'"', b"\\", *(bytes([code]) for code in range(0x20)))
 _JSON_SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-_QUOTE_OR_LINE_END = re.compile(rb'["\r\n]')
+_CSV_SPECIAL = re.compile(rb'[",\r\n]')
+# Where _first_record_bounds is in a record: at the start of a field, in an unquoted field,
+# in a quoted value, or just after a quote that closed (or doubles a quote in) the value.
+_FIELD_START, _UNQUOTED, _QUOTED, _AFTER_QUOTED = range(4)
 _LINE_END = re.compile(rb"\n")
 # Lines as csv.reader wants them (ending in \r\n, \n or \r), split at C speed.
 _PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
@@ -303,13 +306,29 @@ def _is_blank_line(line: memoryview) -> bool:
 
 
 def _first_record_bounds(data: memoryview, start: int) -> tuple[int, int]:
-    """End of the first CSV record (quotes respected) and start of the next one."""
-    in_quotes = False
-    for match in _QUOTE_OR_LINE_END.finditer(data, start):
+    """End of the first CSV record and start of the next one, quotes read as the csv module
+    reads them: only a quote that opens a field starts a quoted value (in which line ends
+    belong to the value and a doubled quote is a quote); any other quote is a character.
+    """
+    state = _FIELD_START
+    previous_end = start
+    for match in _CSV_SPECIAL.finditer(data, start):
         at = match.start()
-        if data[at] == 0x22:
-            in_quotes = not in_quotes
-        elif not in_quotes:
+        if at > previous_end and state in (_FIELD_START, _AFTER_QUOTED):
+            state = _UNQUOTED  # ordinary characters: the field is not (or no longer) quoted
+        previous_end = at + 1
+        byte = data[at]
+        if state == _QUOTED:
+            if byte == 0x22:
+                state = _AFTER_QUOTED
+        elif byte == 0x22:
+            if state == _FIELD_START:
+                state = _QUOTED
+            elif state == _AFTER_QUOTED:
+                state = _QUOTED  # a doubled quote inside the quoted value
+        elif byte == 0x2C:
+            state = _FIELD_START
+        else:
             after = at + 2 if data[at : at + 2] == b"\r\n" else at + 1
             return at, after
     return len(data), len(data)

@@ -29,7 +29,11 @@ ISO_8601_PATTERN = (
 )
 
 # $iso: the ISO 8601 shape; naive timestamps are read in the session's TimeZone, which the
-# caller sets to CDR_SOURCE_TIMEZONE, and offsets are honoured.
+# caller sets to CDR_SOURCE_TIMEZONE, and offsets are honoured. An instant before
+# 0001-01-01 or from 10000-01-01 UTC (which an offset or the source zone can make of
+# 0001-01-01 or 9999-12-31) is refused too: its call_date has no YYYY-MM-DD form, so neither
+# its cdrs day nor that day's marts could be written. The bounds are those instants in
+# microseconds since the epoch: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
 PARSE_SQL = """
 CREATE OR REPLACE TEMP TABLE parsed AS
 SELECT
@@ -54,11 +58,11 @@ SELECT
     fr.geographic AS caller_geographic,
     fr.area_code AS caller_area_code,
     r.start_time AS start_raw,
-    CASE WHEN regexp_full_match(r.start_time, $iso)
-        THEN try_cast(replace(r.start_time, ',', '.') AS TIMESTAMPTZ) END AS start_ts,
+    CASE WHEN epoch_us(r.start_instant) BETWEEN -62135596800000000 AND 253402300799999999
+        THEN r.start_instant END AS start_ts,
     r.end_time AS end_raw,
-    CASE WHEN regexp_full_match(r.end_time, $iso)
-        THEN try_cast(replace(r.end_time, ',', '.') AS TIMESTAMPTZ) END AS end_ts,
+    CASE WHEN epoch_us(r.end_instant) BETWEEN -62135596800000000 AND 253402300799999999
+        THEN r.end_instant END AS end_ts,
     r.duration_seconds AS duration_raw,
     -- Digits only; leading zeros allowed. A value too long for BIGINT is over any maximum.
     CASE WHEN regexp_full_match(r.duration_seconds, '[0-9]+')
@@ -70,7 +74,14 @@ SELECT
     upper(r.country_code) AS country_code,
     r.disposition AS disposition_raw,
     upper(r.disposition) AS disposition
-FROM raw_batch AS r
+FROM (
+    SELECT *,
+        CASE WHEN regexp_full_match(start_time, $iso)
+            THEN try_cast(replace(start_time, ',', '.') AS TIMESTAMPTZ) END AS start_instant,
+        CASE WHEN regexp_full_match(end_time, $iso)
+            THEN try_cast(replace(end_time, ',', '.') AS TIMESTAMPTZ) END AS end_instant
+    FROM raw_batch
+) AS r
 LEFT JOIN number_facts AS fc ON fc.number = r.called_number
 LEFT JOIN number_facts AS fr ON fr.number = r.caller_number
 """

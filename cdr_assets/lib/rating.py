@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -616,19 +617,40 @@ def load_decks(rates_dir: Path) -> RateDecks:
 # Rating
 # --------------------------------------------------------------------------------------------
 #
-# The joins work on integers. A called number's digits, right-padded with zeros to
-# KEY_DIGITS, are a BIGINT; its first L digits are then that integer divided by 10^(KEY_DIGITS
-# - L), provided the number has at least L digits. A prefix of length L is the same integer,
-# so one equality join per prefix length finds the candidates, and the longest length that
-# found one wins. Prefixes longer than KEY_DIGITS (no E.164 number is that long) are compared
-# as strings. A called number that is not '+' followed by digits matches empty prefixes only.
+# The decks are turned, once per connection, into lookup tables in which a call finds its deck
+# rows with a few narrow equality joins (no call is ever sorted or grouped):
+#
+# * A *node* is a (carrier, prefix) that some deck row has. In the combined layout the retail
+#   deck's prefixes are nodes under every carrier with a cost deck, so that one node answers
+#   for both decks; when that would make too many nodes, cost and retail are looked up apart.
+# * A called number's digits, right-padded with zeros to KEY_DIGITS, are a BIGINT; its first L
+#   digits are that integer divided by 10^(KEY_DIGITS - L), provided it has at least L digits.
+#   One join per node prefix length L (longest first) finds the call's node of that length;
+#   the longest node found is the call's node. The shortest lengths, up to the short width,
+#   are expanded to every digit string of that width, so that one join covers all of them.
+#   Prefixes longer than KEY_DIGITS (no E.164 number is that long) are compared as strings.
+#   A called number that is not '+' followed by digits matches the empty prefix only.
+# * Every node is resolved at registration, per call type and time segment, to the deck row of
+#   each side that prices its calls: the longest prefix among the node's own prefix and its
+#   shorter prefixes with a row live in the segment, the row with the call's type first. The
+#   segments cut the node's timeline at every effective bound of those rows, so the rows live
+#   in a segment are fixed. A node whose row depends on the call type has odd node keys and
+#   one resolved row per type; the others one for all types.
+# * The call then fetches the resolved row ids (one join on node and type, plus its segment)
+#   and the two deck rows by id.
 KEY_DIGITS = 18
-# Prefixes of up to SHORT_DIGITS digits are few; they are expanded to every digit string of
-# that length, so that a single join replaces one join per short length.
-SHORT_DIGITS = 3
-# A call's type as an index: the lookup rows carry one deck row per index (0: unknown type).
-_CALL_TYPE_INDEX = {"": 0, "local": 1, "national": 2, "international": 3}
+# The short width is the largest number of digits, at most SHORT_DIGITS, whose expansion keeps
+# carriers x 10^width within SHORT_LIMIT (every prefix of up to that many digits is expanded).
+SHORT_DIGITS = 5
+SHORT_LIMIT = 1_000_000
+# Cost and retail share their nodes while carriers x retail rows stays within COMBINE_LIMIT.
+COMBINE_LIMIT = 2_000_000
+_CALL_TYPE_INDEX = {"local": 1, "national": 2, "international": 3}  # 0: no or unknown type
 _BIGINT_MAX = 2**63 - 1
+_PACK_LIMIT = 2**62  # largest (prefix x carriers) packed into one BIGINT key
+_NEVER_US = -(2**63)  # open effective bounds, in microseconds
+_FOREVER_US = 2**63 - 1
+_SIDES = ("cost", "retail")
 
 # Deck rows as the rating reads them. ``rid`` is the row's position; *_units hold the rate and
 # 60 x the connection fee as integers scaled by 10^scale, the form the exact arithmetic needs.
@@ -647,365 +669,62 @@ SELECT
 FROM {arrow}
 """
 
-# Known carriers and the small integer code that stands for each in the lookup groups.
+# Known carriers and the small integer code that stands for each in the lookup keys.
 _KNOWN_SQL = """
 CREATE OR REPLACE TEMP TABLE {known} AS
-SELECT carrier_id, CAST(row_number() OVER (ORDER BY carrier_id) - 1 AS INTEGER) AS code
+SELECT carrier_id, CAST(row_number() OVER (ORDER BY carrier_id) - 1 AS BIGINT) AS code
 FROM {arrow}
 """
 
-# One lookup row per (carrier, prefix, time segment). The segments cut a prefix's timeline at
-# every effective bound of its rows, so inside one the set of live rows is constant. The row
-# names, for each call type index, the deck row that prices a call of that type there: the
-# row with that call_type, else the row without one (r0, for a call of unknown type, only the
-# latter). A probe then finds at most one lookup row: the calls are never sorted or grouped.
-_KEYS_SQL = """
-CREATE OR REPLACE TEMP TABLE {keys} AS
-WITH deck AS (
-    SELECT
-        d.rid,
-        {code} AS code,
-        d.prefix,
-        coalesce(d.call_type, '') AS call_type,
-        coalesce(d.effective_from, '-infinity'::TIMESTAMPTZ) AS eff_from,
-        coalesce(d.effective_to, 'infinity'::TIMESTAMPTZ) AS eff_to
-    FROM {arrow} AS d
-    {known_join}
-),
-bounds AS (
-    SELECT code, prefix, eff_from AS t FROM deck
-    UNION
-    SELECT code, prefix, eff_to AS t FROM deck
-),
-segments AS (
-    SELECT
-        code,
-        prefix,
-        t AS seg_from,
-        lead(t) OVER (PARTITION BY code, prefix ORDER BY t) AS seg_to
-    FROM bounds
-),
-live AS (
-    SELECT
-        s.code,
-        s.prefix,
-        s.seg_from,
-        s.seg_to,
-        -- windows of one prefix and call_type never overlap: at most one row per max()
-        max(d.rid) FILTER (WHERE d.call_type = '') AS any_type,
-        max(d.rid) FILTER (WHERE d.call_type = 'local') AS local,
-        max(d.rid) FILTER (WHERE d.call_type = 'national') AS national,
-        max(d.rid) FILTER (WHERE d.call_type = 'international') AS international
-    FROM segments AS s
-    JOIN deck AS d
-        ON d.code = s.code
-        AND d.prefix = s.prefix
-        AND d.eff_from <= s.seg_from
-        AND s.seg_to <= d.eff_to
-    WHERE s.seg_to IS NOT NULL
-    GROUP BY ALL
-)
+# The nodes of a layout group, found in SQL when some prefix is too long for an integer key:
+# every distinct (code, prefix), numbered, with its parent (the longest of its proper prefixes
+# that is a node too, -1 for none) and the node of every deck row.
+_NODES_SQL = """
+CREATE OR REPLACE TEMP TABLE {nodes} AS
 SELECT
     code,
-    length(prefix) AS plen,
     prefix,
-    CASE WHEN length(prefix) BETWEEN 1 AND {key_digits} THEN CAST(prefix AS BIGINT) END AS pkey,
-    seg_from,
-    seg_to,
-    any_type AS r0,
-    coalesce(local, any_type) AS r1,
-    coalesce(national, any_type) AS r2,
-    coalesce(international, any_type) AS r3
-FROM live
+    length(prefix) AS plen,
+    CASE WHEN length(prefix) <= {key_digits} THEN CAST('0' || prefix AS BIGINT) ELSE -1 END
+        AS value,
+    CAST(row_number() OVER () - 1 AS BIGINT) AS ordinal
+FROM (SELECT DISTINCT code, prefix FROM {arrow})
 """
 
-# The lookup rows of prefixes up to {width} digits, expanded to every digit string K of up to
-# {width} digits they are a prefix of; per K, time segment and call type index the longest
-# prefix with a row for that type wins. A call probes it with its first {width} digits (fewer
-# when the number is shorter), packed with their count into skey.
-_SHORT_SQL = """
-CREATE OR REPLACE TEMP TABLE {short} AS
-WITH RECURSIVE suffixes(s) AS (
-    SELECT ''
-    UNION ALL
-    SELECT s || CAST(d AS VARCHAR) FROM suffixes, range(10) AS t(d) WHERE length(s) < {width}
-),
-candidates AS (
-    SELECT k.*, k.prefix || x.s AS digits
-    FROM (SELECT * FROM {keys} WHERE plen <= {width}) AS k
-    JOIN suffixes AS x ON k.plen + length(x.s) <= {width}
-),
-bounds AS (
-    SELECT code, digits, seg_from AS t FROM candidates
-    UNION
-    SELECT code, digits, seg_to AS t FROM candidates
-),
-segments AS (
-    SELECT
-        code,
-        digits,
-        t AS seg_from,
-        lead(t) OVER (PARTITION BY code, digits ORDER BY t) AS seg_to
-    FROM bounds
-)
+_PARENTS_SQL = """
+SELECT n.ordinal, n.code, n.prefix, n.plen, n.value, coalesce(p.parent, -1) AS parent
+FROM {nodes} AS n
+LEFT JOIN (
+    SELECT a.ordinal, arg_max(m.ordinal, a.i) AS parent
+    FROM (
+        SELECT ordinal, code, prefix, CAST(unnest(range(plen)) AS BIGINT) AS i FROM {nodes}
+    ) AS a
+    JOIN {nodes} AS m ON m.code = a.code AND m.prefix = left(a.prefix, a.i)
+    GROUP BY a.ordinal
+) AS p USING (ordinal)
+"""
+
+_OWN_SQL = """
+SELECT r.row, n.ordinal
+FROM (SELECT code, prefix, CAST(row_number() OVER () - 1 AS BIGINT) AS row FROM {arrow}) AS r
+JOIN {nodes} AS n USING (code, prefix)
+"""
+
+_ATTACH_SQL = """
+CREATE OR REPLACE TEMP TABLE {attach} AS
 SELECT
-    s.code,
-    CAST('0' || rpad(s.digits, {width}, '0') AS BIGINT) * 32 + length(s.digits) AS skey,
-    s.seg_from,
-    s.seg_to,
-    arg_max(c.r0, c.plen) FILTER (WHERE c.r0 IS NOT NULL) AS r0,
-    arg_max(c.r1, c.plen) FILTER (WHERE c.r1 IS NOT NULL) AS r1,
-    arg_max(c.r2, c.plen) FILTER (WHERE c.r2 IS NOT NULL) AS r2,
-    arg_max(c.r3, c.plen) FILTER (WHERE c.r3 IS NOT NULL) AS r3
-FROM segments AS s
-JOIN candidates AS c
-    ON c.code = s.code
-    AND c.digits = s.digits
-    AND c.seg_from <= s.seg_from
-    AND s.seg_to <= c.seg_to
-WHERE s.seg_to IS NOT NULL
-GROUP BY ALL
-"""
-
-# Prefix lengths of a lookup table, longest first, and whether a row of that length has a
-# bounded segment; a length without one is probed on equality alone.
-_LENGTHS_SQL = """
-SELECT
-    plen,
-    bool_or(seg_from <> '-infinity'::TIMESTAMPTZ OR seg_to <> 'infinity'::TIMESTAMPTZ)
-FROM {keys}
-GROUP BY plen
-ORDER BY plen DESC
-"""
-
-_BOUNDED_SQL = """
-SELECT coalesce(
-    bool_or(seg_from <> '-infinity'::TIMESTAMPTZ OR seg_to <> 'infinity'::TIMESTAMPTZ), false
-)
-FROM {short}
-"""
-
-_PARAMS_SQL = """
-CREATE OR REPLACE TEMP TABLE {params} AS
-SELECT
-    deck_version,
-    CAST(markup_units AS HUGEINT) AS markup_units,
-    CAST(markup_den AS HUGEINT) AS markup_den,
-    CAST(markup_units AS {markup_type}) AS fast_markup_units,
-    CAST(markup_den AS {markup_type}) AS fast_markup_den,
-    CAST(cost_safe_bill AS BIGINT) AS cost_safe_bill,
-    CAST(retail_safe_bill AS BIGINT) AS retail_safe_bill,
-    CAST(markup_safe_cost AS BIGINT) AS markup_safe_cost
+    ak,
+    coalesce(seg_from, '-infinity'::TIMESTAMPTZ) AS seg_from,
+    coalesce(seg_to, 'infinity'::TIMESTAMPTZ) AS seg_to,
+    * EXCLUDE (ak, seg_from, seg_to)
 FROM {arrow}
 """
+
+_COPY_SQL = "CREATE OR REPLACE TEMP TABLE {target} AS SELECT * FROM {arrow}"
 
 _TABLE_EXISTS_SQL = """
 SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?
 """
-
-_COLUMN_TYPE_SQL = """
-SELECT data_type FROM duckdb_columns()
-WHERE database_name = 'temp' AND table_name = ? AND column_name = ?
-"""
-
-# The rating. Placeholders are filled only with names and integers this module generates
-# (table names, prefix lengths, powers of ten, the money scale): every value that comes from
-# a deck or a CDR reaches the query as table data.
-_RATE_SQL = """
-WITH base AS (
-    SELECT
-        c.*{exclude},
-        coalesce(
-            c.duration_seconds > 0
-            AND coalesce(nullif(CAST(c.disposition AS VARCHAR), ''), 'ANSWERED') = 'ANSWERED',
-            false
-        ) AS __rating_billable,
-        CAST(c.duration_seconds AS BIGINT) AS __rating_d,
-        {start_time} AS __rating_ts,
-        CASE CAST(c.call_type AS VARCHAR)
-            WHEN 'local' THEN 1
-            WHEN 'national' THEN 2
-            WHEN 'international' THEN 3
-            ELSE 0
-        END AS __rating_ct,
-        ltrim(CAST(c.called_number AS VARCHAR), '+') AS __rating_digits
-    FROM {calls} AS c
-),
-keyed AS (
-    SELECT
-        b.*,
-        k.code IS NOT NULL AS __rating_known,
-        k.code AS __rating_code,
-        strlen(b.__rating_digits) AS __rating_len,
-        CASE
-            WHEN regexp_full_match(b.__rating_digits, '[0-9]+')
-                THEN CAST(left(b.__rating_digits, {key_digits}) AS BIGINT)
-                    * {powers}[{key_digits} + 1 - least(strlen(b.__rating_digits), {key_digits})]
-        END AS __rating_n
-    FROM base AS b
-    LEFT JOIN {known} AS k ON k.carrier_id = CAST(b.carrier_id AS VARCHAR)
-),
-cost_match AS (
-    SELECT
-        b.*,
-        CASE WHEN b.__rating_billable THEN {cost_rid} END AS __rating_cost_rid
-    FROM keyed AS b
-    {cost_joins}
-),
-retail_match AS (
-    SELECT
-        b.*,
-        CASE WHEN b.__rating_cost_rid IS NOT NULL THEN {retail_rid} END AS __rating_retail_rid
-    FROM cost_match AS b
-    {retail_joins}
-),
-billed AS (
-    SELECT
-        m.*,
-        cr.rid AS __rating_cost_row,
-        cr.prefix AS __rating_prefix,
-        cr.destination AS __rating_destination,
-        cr.rate_per_minute AS __rating_rate,
-        cr.connection_fee AS __rating_fee,
-        cr.rate_units AS __rating_rate_units,
-        cr.fee60_units AS __rating_fee60_units,
-        CASE
-            WHEN NOT m.__rating_billable THEN 0
-            WHEN m.__rating_d <= cr.inc_a THEN cr.inc_a
-            ELSE cr.inc_a + ((m.__rating_d - cr.inc_a + cr.inc_b - 1) // cr.inc_b) * cr.inc_b
-        END AS __rating_bill,
-        rr.rid AS __rating_retail_row,
-        rr.prefix AS __rating_retail_prefix,
-        rr.destination AS __rating_retail_destination,
-        rr.rate_per_minute AS __rating_retail_rate,
-        rr.rate_units AS __rating_retail_rate_units,
-        rr.fee60_units AS __rating_retail_fee60_units,
-        CASE
-            WHEN m.__rating_d <= rr.inc_a THEN rr.inc_a
-            ELSE rr.inc_a + ((m.__rating_d - rr.inc_a + rr.inc_b - 1) // rr.inc_b) * rr.inc_b
-        END AS __rating_retail_row_bill,
-        p.*
-    FROM retail_match AS m
-    LEFT JOIN {cost_rows} AS cr ON cr.rid = m.__rating_cost_rid
-    LEFT JOIN {retail_rows} AS rr ON rr.rid = m.__rating_retail_rid
-    CROSS JOIN (
-        SELECT
-            deck_version AS __rating_version,
-            markup_units AS __rating_markup_units,
-            markup_den AS __rating_markup_den,
-            fast_markup_units AS __rating_fast_markup_units,
-            fast_markup_den AS __rating_fast_markup_den,
-            cost_safe_bill AS __rating_cost_safe_bill,
-            retail_safe_bill AS __rating_retail_safe_bill,
-            markup_safe_cost AS __rating_markup_safe_cost
-        FROM {params}
-    ) AS p
-),
-costed AS (
-    SELECT
-        b.*,
-        CASE
-            WHEN NOT b.__rating_billable THEN CAST(0 AS HUGEINT)
-            ELSE {cost_units}
-        END AS __rating_cost_units,
-        CASE
-            WHEN NOT b.__rating_billable THEN 0
-            WHEN b.__rating_retail_row IS NOT NULL THEN b.__rating_retail_row_bill
-            WHEN b.__rating_markup_units IS NOT NULL THEN b.__rating_bill
-        END AS __rating_retail_bill
-    FROM billed AS b
-),
-revenued AS (
-    SELECT
-        c.*,
-        CASE
-            WHEN NOT c.__rating_billable THEN CAST(0 AS HUGEINT)
-            WHEN c.__rating_cost_row IS NULL THEN NULL
-            WHEN c.__rating_retail_row IS NOT NULL THEN {retail_units}
-            -- half-up of cost x markup = floor((2 cost m + den) / (2 den)), in BIGINT while
-            -- that cannot overflow
-            WHEN c.__rating_cost_units <= c.__rating_markup_safe_cost THEN CAST(
-                (2 * CAST(c.__rating_cost_units AS BIGINT) * c.__rating_fast_markup_units
-                    + c.__rating_fast_markup_den) // (2 * c.__rating_fast_markup_den)
-                AS HUGEINT
-            )
-            ELSE (2 * c.__rating_cost_units * c.__rating_markup_units + c.__rating_markup_den)
-                // (2 * c.__rating_markup_den)
-        END AS __rating_revenue_units
-    FROM costed AS c
-)
-SELECT
-    r.* EXCLUDE ({internal}),
-    CAST(r.__rating_bill AS BIGINT) AS billable_seconds,
-    r.__rating_prefix AS rate_prefix,
-    r.__rating_destination AS destination,
-    r.__rating_rate AS rate_per_minute,
-    r.__rating_fee AS connection_fee,
-    {cost} AS cost,
-    r.__rating_retail_prefix AS retail_prefix,
-    r.__rating_retail_destination AS retail_destination,
-    r.__rating_retail_rate AS retail_rate_per_minute,
-    CAST(r.__rating_retail_bill AS BIGINT) AS retail_billable_seconds,
-    {revenue} AS revenue,
-    {margin} AS margin,
-    CASE
-        WHEN NOT r.__rating_billable THEN 'unanswered'
-        WHEN NOT r.__rating_known THEN 'unknown_carrier'
-        WHEN r.__rating_cost_row IS NULL THEN 'no_rate'
-        WHEN r.__rating_revenue_units IS NULL THEN 'no_retail_rate'
-        ELSE 'rated'
-    END AS rating_status,
-    r.__rating_version AS deck_version
-FROM revenued AS r
-"""
-
-# Internal columns of _RATE_SQL (without their __rating_ prefix), dropped from its result.
-_INTERNAL_COLUMNS = (
-    "billable",
-    "d",
-    "ts",
-    "ct",
-    "digits",
-    "known",
-    "code",
-    "len",
-    "n",
-    "cost_rid",
-    "retail_rid",
-    "cost_row",
-    "prefix",
-    "destination",
-    "rate",
-    "fee",
-    "rate_units",
-    "fee60_units",
-    "bill",
-    "retail_row",
-    "retail_prefix",
-    "retail_destination",
-    "retail_rate",
-    "retail_rate_units",
-    "retail_fee60_units",
-    "retail_row_bill",
-    "version",
-    "markup_units",
-    "markup_den",
-    "fast_markup_units",
-    "fast_markup_den",
-    "cost_safe_bill",
-    "retail_safe_bill",
-    "markup_safe_cost",
-    "cost_units",
-    "retail_bill",
-    "revenue_units",
-)
-
-# A LEFT JOIN probing the lookup rows of one prefix length, or the expanded short prefixes.
-_PROBE_SQL = """
-    LEFT JOIN (
-        SELECT code, {key_column}, seg_from, seg_to, r0, r1, r2, r3 FROM {table}{where}
-    ) AS {alias}
-        ON {alias}.{key_column} = {key}{code}{window}"""
 
 _REQUIRED_CALL_COLUMNS = (
     "called_number",
@@ -1018,25 +737,33 @@ _REQUIRED_CALL_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class _Side:
-    """The temporary tables of one side (cost or retail) of a registered deck version."""
+class _Group:
+    """One node lookup: the deck sides it resolves, and its tables."""
 
-    rows: str
-    keys: str
-    long_lengths: tuple[tuple[int, bool], ...]  # (prefix length, has bounded segments)
-    short: str | None  # expanded prefixes of up to short_width digits, if any
-    short_width: int
-    short_bounded: bool
-    units_type: str  # BIGINT, or HUGEINT when the deck's units do not fit one
+    name: str
+    sides: tuple[str, ...]
+    keyed: bool  # nodes per carrier (else one set for all, code 0)
+    mult: int  # carriers in the packed keys (1 when not keyed)
+    levels: tuple[tuple[int, str], ...]  # (prefix length, 'pack' | 'pair' | 'text'), longest first
+    short_width: int  # -1: no node is that short
+    windowed: bool  # some deck row of the group has an effective bound
+    levels_table: str
+    short_table: str
+    attach_table: str
 
 
 @dataclass(frozen=True)
-class _Registered:
-    cost: _Side
-    retail: _Side
+class _Plan:
+    """How ``rate_calls`` reads the registered tables of one deck version."""
+
+    groups: tuple[_Group, ...]
     known: str
-    params: str
+    rows: dict[str, str]  # side -> deck rows table
+    units: dict[str, str]  # side -> BIGINT or HUGEINT
+    safe_bill: dict[str, int]  # side -> largest bill priced in BIGINT (-1: never)
     scale: int
+    markup: tuple[int, int, int] | None  # units, denominator, largest cost kept in BIGINT
+    ready: str  # exists once every table is complete
 
 
 def _unscaled(value: Decimal, scale: int) -> int:
@@ -1082,7 +809,7 @@ def _deck_for_duckdb(table: pa.Table, scale: int) -> tuple[pa.Table, int, int]:
     rate_units = _units(table.column("rate_per_minute"), scale)
     fee_units = _units(table.column("connection_fee"), scale)
     columns = {
-        "rid": pa.array(range(table.num_rows), type=pa.int64()),
+        "rid": pa.array(np.arange(table.num_rows, dtype=np.int64)),
         "carrier_id": table.column("carrier_id")
         if "carrier_id" in table.column_names
         else pa.nulls(table.num_rows, pa.string()),
@@ -1137,203 +864,525 @@ def _safe_bill(rate_max: int, fee60_max: int, scale: int, decimals: int) -> int:
     return min(room // max(rate_max, 1), _BIGINT_MAX)
 
 
-def _create_side(
-    con: duckdb.DuckDBPyConnection,
-    names: dict[str, str],
-    side: str,
-    table: pa.Table,
-    scale: int,
-    decimals: int,
-    code: str,
-    known_join: str,
-) -> int:
-    """Create the rows, lookup and short-prefix tables of one side; return its safe bill."""
-    arrow = f"{names['prefix']}_arrow"
-    prepared, rate_max, fee60_max = _deck_for_duckdb(table, scale)
-    fits = max(rate_max, fee60_max) <= _BIGINT_MAX
-    rows, keys, short = (names[f"{side}_{part}"] for part in ("rows", "keys", "short"))
-    units_type = "BIGINT" if fits else "HUGEINT"
-    _create_from_arrow(con, arrow, prepared, _ROWS_SQL, rows=rows, units_type=units_type)
-    _create_from_arrow(
-        con,
-        arrow,
-        prepared,
-        _KEYS_SQL,
-        keys=keys,
-        code=code,
-        known_join=known_join,
-        key_digits=str(KEY_DIGITS),
-    )
-    lengths = [int(length) for length, _ in con.execute(_LENGTHS_SQL.format(keys=keys)).fetchall()]
-    width = max((length for length in lengths if length <= SHORT_DIGITS), default=-1)
-    if width >= 0:
-        con.execute(_SHORT_SQL.format(short=short, keys=keys, width=width)).fetchall()
-    return _safe_bill(rate_max, fee60_max, scale, decimals) if fits else -1
+def _prefix_lengths(tables: Sequence[pa.Table]) -> list[int]:
+    found: set[int] = set()
+    for table in tables:
+        if table.num_rows:
+            found.update(pc.unique(pc.utf8_length(table.column("prefix"))).to_pylist())
+    return sorted(found)
 
 
-def _describe_side(con: duckdb.DuckDBPyConnection, names: dict[str, str], side: str) -> _Side:
-    rows, keys, short = (names[f"{side}_{part}"] for part in ("rows", "keys", "short"))
-    lengths = [
-        (int(length), bool(bounded))
-        for length, bounded in con.execute(_LENGTHS_SQL.format(keys=keys)).fetchall()
-    ]
-    width = max((length for length, _ in lengths if length <= SHORT_DIGITS), default=-1)
-    bounded = False
-    if width >= 0:
-        ((bounded,),) = con.execute(_BOUNDED_SQL.format(short=short)).fetchall()
-    ((units_type,),) = con.execute(_COLUMN_TYPE_SQL, [rows, "rate_units"]).fetchall()
-    return _Side(
-        rows=rows,
-        keys=keys,
-        long_lengths=tuple((length, b) for length, b in lengths if length > width),
-        short=short if width >= 0 else None,
-        short_width=max(width, 0),
-        short_bounded=bool(bounded),
-        units_type=str(units_type),
+def _has_windows(tables: Sequence[pa.Table]) -> bool:
+    return any(
+        table.column(name).null_count < table.num_rows
+        for table in tables
+        for name in ("effective_from", "effective_to")
     )
 
 
-def _register(con: duckdb.DuckDBPyConnection, decks: RateDecks) -> _Registered:
-    """Create, once per connection and deck version, the temporary tables of ``decks``."""
+def _short_width(mult: int, lengths: list[int]) -> int:
+    """The widest expansion within SHORT_LIMIT, no wider than the longest prefix; -1 when
+    there is no prefix at all."""
+    width = 0
+    while width < min(SHORT_DIGITS, KEY_DIGITS) and mult * 10 ** (width + 1) <= SHORT_LIMIT:
+        width += 1
+    return min(width, max(lengths)) if lengths else -1
+
+
+def _group(
+    name: str, sides: tuple[str, ...], keyed: bool, mult: int, members: list[pa.Table], prefix: str
+) -> _Group:
+    lengths = _prefix_lengths(members)
+    width = _short_width(mult, lengths)
+    levels = []
+    for length in sorted(lengths, reverse=True):
+        if length <= width:
+            continue
+        if length > KEY_DIGITS:
+            kind = "text"
+        elif 10**length * mult <= _PACK_LIMIT:
+            kind = "pack"
+        else:
+            kind = "pair"
+        levels.append((length, kind))
+    return _Group(
+        name=name,
+        sides=sides,
+        keyed=keyed,
+        mult=mult,
+        levels=tuple(levels),
+        short_width=width,
+        windowed=_has_windows(members),
+        levels_table=f"{prefix}_{name}_levels",
+        short_table=f"{prefix}_{name}_short",
+        attach_table=f"{prefix}_{name}_attach",
+    )
+
+
+def _plan(decks: RateDecks) -> tuple[_Plan, dict[str, pa.Table]]:
+    """The layout of the lookup tables of ``decks`` and the deck sides prepared for DuckDB."""
+    scale = max(_table_scale(decks.cost), _table_scale(decks.retail))
+    decimals = decks.config.money_decimals
+    retail = decks.retail if decks.retail is not None and decks.retail.num_rows else None
+    mult = max(len(_known_carriers(decks)), 1)
+    priced = len(pc.unique(decks.cost.column("carrier_id")))
+    layout: list[tuple[str, tuple[str, ...], bool]]
+    if retail is None:
+        layout = [("all", ("cost",), True)]
+    elif priced * retail.num_rows <= COMBINE_LIMIT:
+        layout = [("all", ("cost", "retail"), True)]
+    else:
+        layout = [("cost", ("cost",), True), ("retail", ("retail",), False)]
     # The version is a content hash, so tables registered under it can be reused. The
-    # configuration and table sizes join it in case a RateDecks was assembled by hand; the
-    # hash also makes a safe identifier of them.
+    # configuration, table sizes and layout join it in case a RateDecks was assembled by hand
+    # or the limits changed; the hash also makes a safe identifier of them.
     identity = (
         decks.version,
         repr(decks.config),
         decks.cost.num_rows,
         -1 if decks.retail is None else decks.retail.num_rows,
+        layout,
+        SHORT_DIGITS,
+        SHORT_LIMIT,
     )
     tag = hashlib.sha256(repr(identity).encode()).hexdigest()[:VERSION_LENGTH]
     prefix = f"__rating_{tag}"
-    parts = ["known", "params"] + [
-        f"{side}_{part}" for side in ("cost", "retail") for part in ("rows", "keys", "short")
-    ]
-    names = {part: f"{prefix}_{part}" for part in parts}
-    names["prefix"] = prefix
-    scale = max(_table_scale(decks.cost), _table_scale(decks.retail))
-    ((existing,),) = con.execute(_TABLE_EXISTS_SQL, [names["params"]]).fetchall()
-    if not existing:
-        _create_all(con, decks, names, scale)
-    return _Registered(
-        cost=_describe_side(con, names, "cost"),
-        retail=_describe_side(con, names, "retail"),
-        known=names["known"],
-        params=names["params"],
-        scale=scale,
+    tables = {"cost": decks.cost, "retail": retail}
+    groups = tuple(
+        _group(
+            name,
+            sides,
+            keyed,
+            mult if keyed else 1,
+            [t for t in (tables[side] for side in sides) if t is not None],
+            prefix,
+        )
+        for name, sides, keyed in layout
     )
-
-
-def _create_all(
-    con: duckdb.DuckDBPyConnection, decks: RateDecks, names: dict[str, str], scale: int
-) -> None:
-    prefix = names["prefix"]
-    decimals = decks.config.money_decimals
-    known = pa.table({"carrier_id": pa.array(_known_carriers(decks), type=pa.string())})
-    _create_from_arrow(con, f"{prefix}_arrow", known, _KNOWN_SQL, known=names["known"])
-    retail = decks.retail if decks.retail is not None else _deck_schema(scale, False).empty_table()
-    cost_safe = _create_side(
-        con,
-        names,
-        "cost",
-        decks.cost,
-        scale,
-        decimals,
-        "k.code",
-        f"JOIN {names['known']} AS k ON k.carrier_id = d.carrier_id",
-    )
-    retail_safe = _create_side(con, names, "retail", retail, scale, decimals, "0", "")
-
+    prepared: dict[str, pa.Table] = {}
+    units: dict[str, str] = {}
+    safe: dict[str, int] = {}
+    for side in _SIDES:
+        source = tables[side]
+        if source is None:
+            source = _deck_schema(scale, False).empty_table()
+        prepared[side], rate_max, fee60_max = _deck_for_duckdb(source, scale)
+        fits = max(rate_max, fee60_max) <= _BIGINT_MAX
+        units[side] = "BIGINT" if fits else "HUGEINT"
+        safe[side] = _safe_bill(rate_max, fee60_max, scale, decimals) if fits else -1
+    markup_plan = None
     markup = decks.config.markup
-    markup_scale = 0 if markup is None else _decimal_scale(markup)
-    markup_units = None if markup is None else _unscaled(markup, markup_scale)
-    markup_den = 10**markup_scale
-    # The largest cost (in units) whose product with the markup stays inside BIGINT.
-    markup_safe = (
-        (_BIGINT_MAX - markup_den) // (2 * max(markup_units, 1))
-        if markup_units is not None and markup_units <= _BIGINT_MAX
-        else -1
+    if markup is not None:
+        markup_scale = _decimal_scale(markup)
+        markup_units = _unscaled(markup, markup_scale)
+        markup_den = 10**markup_scale
+        # The largest cost (in units) whose product with the markup stays inside BIGINT.
+        markup_safe = (
+            (_BIGINT_MAX - markup_den) // (2 * max(markup_units, 1))
+            if markup_units <= _BIGINT_MAX
+            else -1
+        )
+        markup_plan = (markup_units, markup_den, markup_safe)
+    plan = _Plan(
+        groups=groups,
+        known=f"{prefix}_known",
+        rows={side: f"{prefix}_{side}_rows" for side in _SIDES},
+        units=units,
+        safe_bill=safe,
+        scale=scale,
+        markup=markup_plan,
+        ready=f"{prefix}_ready",
     )
-    units = pa.decimal128(38, 0)
+    return plan, prepared
 
-    def one(value: int | None) -> pa.Array:
-        return pa.array([None if value is None else Decimal(value)], type=units)
 
-    params = pa.table(
+def _side_rows(deck: pa.Table, side: int, codes: pa.Array | None, known: pa.Array) -> pa.Table:
+    """The rows of one deck side as the resolution reads them: side, code (the carrier's, or
+    each of ``codes``), prefix, call type index, effective window in microseconds (open ends
+    as the extreme integers) and rid."""
+    size = deck.num_rows
+    if codes is None:
+        code = pc.index_in(deck.column("carrier_id"), value_set=known).cast(pa.int64())
+        repeat = 1
+    else:
+        repeat = len(codes)
+        code = pa.array(np.repeat(codes.to_numpy(zero_copy_only=False), size).astype(np.int64))
+    call_type = pc.index_in(deck.column("call_type"), value_set=pa.array(list(_CALL_TYPE_INDEX)))
+    prefix = deck.column("prefix").combine_chunks()
+    plen = pc.utf8_length(prefix).cast(pa.int64())
+    short = pc.if_else(pc.less_equal(plen, KEY_DIGITS), prefix, pa.scalar("", pa.string()))
+    columns = {
+        "prefix": prefix,
+        "plen": plen,
+        "value": pc.cast(pc.binary_join_element_wise("0", short, ""), pa.int64()),
+        "ct": pc.add(pc.fill_null(call_type, -1), 1).cast(pa.int8()),
+        "eff_from": pc.fill_null(deck.column("effective_from").cast(pa.int64()), _NEVER_US),
+        "eff_to": pc.fill_null(deck.column("effective_to").cast(pa.int64()), _FOREVER_US),
+        "rid": deck.column("rid").combine_chunks(),
+    }
+    tiled = {
+        name: pa.concat_arrays([pa.array(column)] * repeat) if repeat != 1 else column
+        for name, column in columns.items()
+    }
+    return pa.table(
         {
-            "deck_version": pa.array([decks.version], type=pa.string()),
-            "markup_units": one(markup_units),
-            "markup_den": one(markup_den),
-            "cost_safe_bill": one(cost_safe),
-            "retail_safe_bill": one(retail_safe),
-            "markup_safe_cost": one(markup_safe),
+            "side": pa.array(np.full(size * repeat, side, dtype=np.int8)),
+            "code": code,
+            **tiled,
         }
     )
-    # params goes last: its existence marks a complete registration.
-    _create_from_arrow(
-        con,
-        f"{prefix}_arrow",
-        params,
-        _PARAMS_SQL,
-        params=names["params"],
-        markup_type="BIGINT" if markup_safe >= 0 else "HUGEINT",
+
+
+def _resolve(
+    parents: np.ndarray, plens: np.ndarray, own: dict[str, np.ndarray], sides: int, gate: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The deck row of every side and call type for every node, per time segment.
+
+    ``own`` holds the deck rows of each node (ordinal, side, ct, eff_from, eff_to, rid). The
+    timeline is cut at every effective bound of the group; in each piece a node's row for a
+    side and call type is its own row of that type, else its own row without a type, else its
+    parent's. Consecutive pieces with the same rows are one segment. With ``gate`` (cost and
+    retail resolved together) a retail row counts only where a cost row was found.
+
+    Returns, per segment: the node's ordinal, start, end (microseconds; the extreme integers
+    for open ends) and the row ids (sides x 4 call types, -1 for none).
+    """
+    count = len(parents)
+    bounds = np.concatenate([own["eff_from"], own["eff_to"]])
+    bounds = np.unique(bounds[(bounds != _NEVER_US) & (bounds != _FOREVER_US)])
+    starts = np.concatenate([[_NEVER_US], bounds]).astype(np.int64)
+    ends = np.concatenate([bounds, [_FOREVER_US]]).astype(np.int64)
+    # Nodes by prefix length, so that every parent is resolved before its children.
+    by_length = [np.flatnonzero((plens == length) & (parents >= 0)) for length in np.unique(plens)]
+    column = own["side"].astype(np.int64) * 4
+    untyped = own["ct"] == 0
+    ordinal, typed_ct = own["ordinal"], own["ct"].astype(np.int64)
+    # Row ids as int32 where they fit: the arrays below are nodes x sides x 4.
+    small = not len(own["rid"]) or int(own["rid"].max()) < 2**31 - 1
+    rid = own["rid"].astype(np.int32 if small else np.int64)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    previous: np.ndarray | None = None
+    segment_start = np.full(count, _NEVER_US, dtype=np.int64)
+    for start, end in zip(starts, ends, strict=True):
+        live = (own["eff_from"] <= start) & (end <= own["eff_to"])
+        rows = np.full((count, sides * 4), -1, dtype=rid.dtype)
+        pick = np.flatnonzero(live & untyped)
+        for call_type in range(4):
+            rows[ordinal[pick], column[pick] + call_type] = rid[pick]
+        pick = np.flatnonzero(live & ~untyped)
+        rows[ordinal[pick], column[pick] + typed_ct[pick]] = rid[pick]
+        for nodes in by_length:
+            mine = rows[nodes]
+            np.copyto(mine, rows[parents[nodes]], where=mine < 0)
+            rows[nodes] = mine
+        if gate:
+            rows[:, 4:8][rows[:, 0:4] < 0] = -1
+        if previous is not None:
+            changed = np.flatnonzero((rows != previous).any(axis=1))
+            out.append(
+                (
+                    changed,
+                    segment_start[changed],
+                    np.full(len(changed), start, dtype=np.int64),
+                    previous[changed],
+                )
+            )
+            segment_start[changed] = start
+        previous = rows
+    assert previous is not None
+    out.append(
+        (
+            np.arange(count),
+            segment_start,
+            np.full(count, _FOREVER_US, dtype=np.int64),
+            previous,
+        )
+    )
+    return tuple(np.concatenate(part) for part in zip(*out, strict=True))  # type: ignore[return-value]
+
+
+def _short_table(tree: _Tree, node_keys: np.ndarray, group: _Group) -> pa.Table:
+    """The short lookup of ``group``: every digit string K of at most the short width digits
+    that starts with a node that short, or (at the full width) that starts a longer node.
+
+    K is keyed as ((K right-padded to the width) x 32 + its length) x mult + code, the key a
+    call computes from its first digits. The value is (its longest node of at most the width
+    digits, + 1; 0 for none) x 2^levels + the mask of the longer prefix lengths (one bit per
+    level) of the nodes that start with K: the call probes only those levels.
+    """
+    width, mult, bits = group.short_width, group.mult, len(group.levels)
+    short = np.flatnonzero(tree.plen <= width)
+    codes, values, plens = tree.code[short], tree.value[short], tree.plen[short]
+    keys, found = [], []
+    for length in range(width + 1):
+        # per code, the node of every string of exactly ``length`` digits; longer nodes last
+        slots = np.full(mult * 10**length, -1, dtype=np.int64)
+        for plen in range(length + 1):
+            mine = np.flatnonzero(plens == plen)
+            if not len(mine):
+                continue
+            step = 10 ** (length - plen)
+            first = codes[mine] * 10**length + values[mine] * step
+            slots[(first[:, None] + np.arange(step)[None, :]).ravel()] = np.repeat(
+                node_keys[short[mine]], step
+            )
+        masks = np.zeros(len(slots), dtype=np.int64)
+        if length == width:
+            for bit, (level, _) in enumerate(group.levels):
+                deep = np.flatnonzero(tree.plen == level)
+                if level > KEY_DIGITS:  # compared as text: probed whenever the number is long
+                    masks |= 1 << bit
+                    continue
+                head = tree.code[deep] * 10**width + tree.value[deep] // 10 ** (level - width)
+                masks[head] |= 1 << bit
+        hit = np.flatnonzero((slots >= 0) | (masks != 0))
+        code, digits = hit // 10**length, hit % 10**length
+        keys.append((digits * 10 ** (width - length) * 32 + length) * mult + code)
+        found.append((slots[hit] + 1) * 2**bits + masks[hit])
+    return pa.table({"sk": pa.array(np.concatenate(keys)), "v": pa.array(np.concatenate(found))})
+
+
+def _instants(values: np.ndarray, open_end: int) -> pa.Array:
+    return pa.array(values, mask=values == open_end).cast(pa.timestamp("us", tz="UTC"))
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """The nodes of a layout group: every distinct (code, prefix) of its deck rows."""
+
+    ordinal: np.ndarray  # the node of every deck row
+    code: np.ndarray  # per node
+    plen: np.ndarray
+    value: np.ndarray  # the prefix as an integer (-1 past KEY_DIGITS digits)
+    prefix: pa.Array | None  # the prefix as text, when some prefix is longer than KEY_DIGITS
+    parent: np.ndarray  # the longest proper prefix that is a node too, -1 for none
+
+
+def _tree_by_value(code: np.ndarray, plen: np.ndarray, value: np.ndarray, mult: int) -> _Tree:
+    """The nodes, numbered by the sorted integer key (value x 32 + length) x mult + code."""
+    keys, ordinal = np.unique((value * 32 + plen) * mult + code, return_inverse=True)
+    node_code, rest = keys % mult, keys // mult
+    node_plen, node_value = rest % 32, rest // 32
+    parent = np.full(len(keys), -1, dtype=np.int64)
+    for length in np.unique(node_plen):  # shortest first, so that longer prefixes win
+        below = np.flatnonzero(node_plen > length)
+        shift = np.power(10, node_plen[below] - length)
+        wanted = ((node_value[below] // shift) * 32 + length) * mult + node_code[below]
+        found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        hit = keys[found] == wanted
+        parent[below[hit]] = found[hit]
+    return _Tree(ordinal.reshape(-1), node_code, node_plen, node_value, None, parent)
+
+
+def _tree_by_text(con: duckdb.DuckDBPyConnection, rows: pa.Table, arrow: str) -> _Tree:
+    """The nodes of prefixes of any length, found in SQL."""
+    nodes = f"{arrow}_nodes"
+    con.register(arrow, rows)
+    try:
+        con.execute(_NODES_SQL.format(nodes=nodes, arrow=arrow, key_digits=KEY_DIGITS)).fetchall()
+        found = con.sql(_PARENTS_SQL.format(nodes=nodes)).to_arrow_table()
+        own = con.sql(_OWN_SQL.format(arrow=arrow, nodes=nodes)).to_arrow_table()
+        con.execute(f"DROP TABLE {nodes}").fetchall()
+    finally:
+        con.unregister(arrow)
+    order = found.column("ordinal").to_numpy()
+    count = len(order)
+
+    def by_node(name: str) -> np.ndarray:
+        values = np.empty(count, dtype=np.int64)
+        values[order] = found.column(name).to_numpy()
+        return values
+
+    ordinal = np.empty(rows.num_rows, dtype=np.int64)
+    ordinal[own.column("row").to_numpy()] = own.column("ordinal").to_numpy()
+    prefix = found.column("prefix").take(pa.array(np.argsort(order)))
+    return _Tree(
+        ordinal,
+        by_node("code"),
+        by_node("plen"),
+        by_node("value"),
+        prefix.combine_chunks(),
+        by_node("parent"),
     )
 
 
-def _probes(side: _Side, alias: str, code: str | None) -> tuple[str, str]:
-    """The LEFT JOINs probing each prefix length (the short prefixes last), and the
-    longest-first coalesce of the deck row each found for the call's type."""
-    joins = []
-    rids = []
-
-    def add(name: str, table: str, where: str, key_column: str, key: str, bounded: bool) -> None:
-        window = (
-            f" AND {name}.seg_from <= b.__rating_ts AND b.__rating_ts < {name}.seg_to"
-            if bounded
-            else ""
-        )
-        joins.append(
-            _PROBE_SQL.format(
-                key_column=key_column,
-                table=table,
-                where=where,
-                alias=name,
-                key=key,
-                code=f" AND {name}.code = {code}" if code else "",
-                window=window,
-            )
-        )
-        rids.append(
-            f"CASE b.__rating_ct WHEN 0 THEN {name}.r0 WHEN 1 THEN {name}.r1"
-            f" WHEN 2 THEN {name}.r2 ELSE {name}.r3 END"
-        )
-
-    for length, bounded in side.long_lengths:
-        if length <= KEY_DIGITS:
-            key_column = "pkey"
-            key = (
-                f"CASE WHEN b.__rating_len >= {length}"
-                f" THEN b.__rating_n // {10 ** (KEY_DIGITS - length)} END"
-            )
+def _create_group(
+    con: duckdb.DuckDBPyConnection,
+    group: _Group,
+    prepared: dict[str, pa.Table],
+    known: pa.Array,
+    arrow: str,
+) -> None:
+    """Create the levels, short and attach tables of one layout group."""
+    priced = pc.unique(pc.index_in(prepared["cost"].column("carrier_id"), value_set=known))
+    parts = []
+    for index, side in enumerate(group.sides):
+        if side == "cost":
+            codes = None
         else:
-            key_column = "prefix"
-            key = f"left(b.__rating_digits, {length})"
-        add(f"{alias}{length}", side.keys, f" WHERE plen = {length}", key_column, key, bounded)
-    if side.short is not None:
-        width = side.short_width
-        key = (
-            "CASE WHEN b.__rating_n IS NULL THEN 0 ELSE"
-            f" (b.__rating_n // {10 ** (KEY_DIGITS - width)}) * 32"
-            f" + least(b.__rating_len, {width}) END"
+            codes = priced.cast(pa.int64()) if group.keyed else pa.array([0], pa.int64())
+        parts.append(_side_rows(prepared[side], index, codes, known))
+    rows = pa.concat_tables(parts)
+    longest = max((length for length, _ in group.levels), default=group.short_width)
+    if (10**longest * 32 + 32) * group.mult <= _BIGINT_MAX:
+        tree = _tree_by_value(
+            rows.column("code").to_numpy(),
+            rows.column("plen").to_numpy(),
+            rows.column("value").to_numpy(),
+            group.mult,
         )
-        add(f"{alias}s", side.short, "", "skey", key, side.short_bounded)
-    if not rids:
-        return "", "CAST(NULL AS BIGINT)"
-    return "".join(joins), rids[0] if len(rids) == 1 else f"coalesce({', '.join(rids)})"
+    else:
+        tree = _tree_by_text(con, rows, arrow)
+    own = {
+        name: rows.column(name).to_numpy() for name in ("side", "ct", "eff_from", "eff_to", "rid")
+    }
+    own["ordinal"] = tree.ordinal
+    del rows
+    count = len(tree.parent)
+    parents, plens = tree.parent, tree.plen
+    sides = len(group.sides)
+    ordinals, starts, ends, resolved = _resolve(
+        parents, plens, own, sides, gate=group.sides == _SIDES
+    )
+    del own, parents
+    # A node is typed when its row depends on the call type in some segment.
+    typed_segment = np.zeros(len(ordinals), dtype=bool)
+    for column in range(0, sides * 4, 4):
+        for call_type in (1, 2, 3):
+            typed_segment |= resolved[:, column + call_type] != resolved[:, column]
+    typed = np.zeros(count, dtype=np.int64)
+    typed[ordinals[typed_segment]] = 1
+    node_keys = np.arange(count, dtype=np.int64) * 2 + typed
+    # The attach rows: type 0 for every segment, types 1-3 for the segments of typed nodes.
+    ak, seg_from, seg_to, rids = [], [], [], []
+    for call_type in range(4):
+        pick = np.arange(len(ordinals)) if call_type == 0 else np.flatnonzero(typed[ordinals] == 1)
+        chosen = resolved[pick][:, [column + call_type for column in range(0, sides * 4, 4)]]
+        keep = (chosen >= 0).any(axis=1)
+        pick, chosen = pick[keep], chosen[keep]
+        ak.append(node_keys[ordinals[pick]] * 4 + call_type)
+        seg_from.append(starts[pick])
+        seg_to.append(ends[pick])
+        rids.append(chosen)
+    del resolved, ordinals, starts, ends
+    all_rids = np.concatenate(rids)
+    attach = {
+        "ak": pa.array(np.concatenate(ak)),
+        "seg_from": _instants(np.concatenate(seg_from), _NEVER_US),
+        "seg_to": _instants(np.concatenate(seg_to), _FOREVER_US),
+    }
+    for index, side in enumerate(group.sides):
+        attach[f"{side}_rid"] = pa.array(all_rids[:, index], mask=all_rids[:, index] < 0)
+    del all_rids, rids
+    _create_from_arrow(con, arrow, pa.table(attach), _ATTACH_SQL, attach=group.attach_table)
+    del attach
+    # The levels: the nodes longer than the short width.
+    pack_digits = max((length for length, kind in group.levels if kind == "pack"), default=0)
+    long = np.flatnonzero(plens > group.short_width)
+    value = tree.value[long]
+    levels = {
+        "plen": pa.array(plens[long]),
+        "code": pa.array(tree.code[long]),
+        "pkey": pa.array(value, mask=plens[long] > KEY_DIGITS),
+        "pk": pa.array(value * group.mult + tree.code[long], mask=plens[long] > pack_digits),
+        "node": pa.array(node_keys[long]),
+    }
+    if tree.prefix is not None:
+        levels["prefix"] = tree.prefix.take(pa.array(long))
+    _create_from_arrow(con, arrow, pa.table(levels), _COPY_SQL, target=group.levels_table)
+    if group.short_width >= 0:
+        table = _short_table(tree, node_keys, group)
+        _create_from_arrow(con, arrow, table, _COPY_SQL, target=group.short_table)
+
+
+def _register(con: duckdb.DuckDBPyConnection, decks: RateDecks) -> _Plan:
+    """Create, once per connection and deck version, the temporary tables of ``decks``."""
+    plan, prepared = _plan(decks)
+    ((existing,),) = con.execute(_TABLE_EXISTS_SQL, [plan.ready]).fetchall()
+    if existing:
+        return plan
+    arrow = plan.ready.removesuffix("_ready") + "_arrow"
+    known = pa.array(_known_carriers(decks), type=pa.string())
+    _create_from_arrow(con, arrow, pa.table({"carrier_id": known}), _KNOWN_SQL, known=plan.known)
+    for side in _SIDES:
+        _create_from_arrow(
+            con, arrow, prepared[side], _ROWS_SQL, rows=plan.rows[side], units_type=plan.units[side]
+        )
+    for group in plan.groups:
+        _create_group(con, group, prepared, known, arrow)
+    # The marker goes last: its existence means the registration is complete.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {plan.ready} AS SELECT 1 AS ready").fetchall()
+    return plan
+
+
+def _code_term(group: _Group) -> str:
+    """The call's carrier code in the keys of ``group``; null for calls not looked up (not
+    billable, or unknown carrier), which then match nothing."""
+    return "b.__rating_pcode" if group.keyed else "b.__rating_pcode * 0"
+
+
+def _level_join(group: _Group, length: int, kind: str, bit: int, alias: str) -> str:
+    code = _code_term(group)
+    guard = f"b.__rating_len >= {length} AND (b.__rating_v & {1 << bit}) <> 0"
+    if kind == "text":
+        column = "prefix, code"
+        condition = (
+            f"{alias}.prefix = CASE WHEN {guard} AND b.__rating_n IS NOT NULL"
+            f" THEN left(b.__rating_digits, {length}) END AND {alias}.code = {code}"
+        )
+    else:
+        key = f"b.__rating_n // {10 ** (KEY_DIGITS - length)}"
+        if kind == "pair":
+            column = "pkey, code"
+            condition = f"{alias}.pkey = CASE WHEN {guard} THEN {key} END AND {alias}.code = {code}"
+        else:
+            column = "pk"
+            condition = f"{alias}.pk = CASE WHEN {guard} THEN {key} * {group.mult} + {code} END"
+    return (
+        f"    LEFT JOIN (SELECT {column}, node FROM {group.levels_table} WHERE plen = {length})"
+        f" AS {alias}\n        ON {condition}\n"
+    )
+
+
+def _group_ctes(group: _Group, source: str, name: str) -> list[str]:
+    """CTEs adding to ``source`` the call's resolved row id of each side of ``group``.
+
+    The short lookup comes first: it gives the call's node of at most the short width digits
+    and which longer prefix lengths start with the call's first digits; only those are probed,
+    and the longest node found is the call's node.
+    """
+    if group.short_width < 0:
+        rids = ", ".join(f"CAST(NULL AS BIGINT) AS __rating_{side}_rid" for side in group.sides)
+        return [f"{name} AS (\n    SELECT b.*, {rids}\n    FROM {source} AS b\n)"]
+    width, bits = group.short_width, len(group.levels)
+    joins, nodes = [], []
+    for bit, (length, kind) in enumerate(group.levels):
+        alias = f"__rating_{group.name}{length}"
+        joins.append(_level_join(group, length, kind, bit, alias))
+        nodes.append(f"{alias}.node")
+    nodes.append(f"nullif(b.__rating_v // {2**bits}, 0) - 1")
+    node = nodes[0] if len(nodes) == 1 else f"coalesce({', '.join(nodes)})"
+    window = (
+        " AND a.seg_from <= b.__rating_ts AND b.__rating_ts < a.seg_to" if group.windowed else ""
+    )
+    rids = ", ".join(f"a.{side}_rid AS __rating_{side}_rid" for side in group.sides)
+    return [
+        f"{name}_short AS (\n    SELECT b.*, s.v AS __rating_v\n    FROM {source} AS b\n"
+        f"    LEFT JOIN {group.short_table} AS s\n"
+        f"        ON s.sk = (CASE WHEN b.__rating_n IS NULL THEN 0"
+        f" ELSE (b.__rating_n // {10 ** (KEY_DIGITS - width)}) * 32"
+        f" + least(b.__rating_len, {width}) END) * {group.mult} + {_code_term(group)}\n)",
+        f"{name}_node AS (\n    SELECT b.* EXCLUDE (__rating_v), {node} AS __rating_node\n"
+        f"    FROM {name}_short AS b\n" + "".join(joins) + ")",
+        f"{name} AS (\n    SELECT b.* EXCLUDE (__rating_node), {rids}\n"
+        f"    FROM {name}_node AS b\n"
+        f"    LEFT JOIN {group.attach_table} AS a\n"
+        f"        ON a.ak = b.__rating_node * 4 + (b.__rating_node % 2) * b.__rating_ct{window}\n)",
+    ]
 
 
 def _amount_units(
-    prefix: str, bill: str, safe_bill: str, units_type: str, scale: int, decimals: int
+    prefix: str, bill: str, safe_bill: int, units_type: str, scale: int, decimals: int
 ) -> str:
     """``round_half_up(fee + rate * bill / 60, decimals)`` in integer units of 10^-decimals.
 
@@ -1348,10 +1397,30 @@ def _amount_units(
         f"(2 * (CAST({fee60} AS HUGEINT) + CAST({rate} AS HUGEINT) * {bill})"
         f" * CAST({up} AS HUGEINT) + {down}) // CAST({2 * down} AS HUGEINT)"
     )
-    if units_type != "BIGINT":
+    if units_type != "BIGINT" or safe_bill < 0:
         return wide
     narrow = f"(2 * ({fee60} + {rate} * {bill}) * {up} + {down}) // {2 * down}"
     return f"CASE WHEN {bill} <= {safe_bill} THEN CAST({narrow} AS HUGEINT) ELSE {wide} END"
+
+
+def _markup_units(markup: tuple[int, int, int] | None) -> str:
+    """The WHEN/ELSE branch pricing revenue as half-up(cost x markup), or none."""
+    if markup is None:
+        return ""
+    units, den, safe = markup
+    wide = (
+        f"(2 * c.__rating_cost_units * CAST({units} AS HUGEINT) + CAST({den} AS HUGEINT))"
+        f" // CAST({2 * den} AS HUGEINT)"
+    )
+    if safe < 0:
+        return f"ELSE {wide}"
+    # half-up of cost x markup = floor((2 cost m + den) / (2 den)), in BIGINT while that
+    # cannot overflow
+    return (
+        f"WHEN c.__rating_cost_units <= {safe} THEN CAST("
+        f"(2 * CAST(c.__rating_cost_units AS BIGINT) * {units} + {den}) // {2 * den} AS HUGEINT)"
+        f" ELSE {wide}"
+    )
 
 
 def _money(units: str, decimals: int) -> str:
@@ -1370,6 +1439,159 @@ def _money(units: str, decimals: int) -> str:
 
 def _quote_name(name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
+def _quote_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# The rating. Placeholders are filled only with names and integers this module generates
+# (table names, prefix lengths, powers of ten, bounds of the integer arithmetic, the money
+# scale) and the deck version as a quoted literal: every other value that comes from a deck or
+# a CDR reaches the query as table data.
+_BASE_SQL = """base AS (
+    SELECT
+        c.*{exclude},
+        coalesce(
+            c.duration_seconds > 0
+            AND coalesce(nullif(CAST(c.disposition AS VARCHAR), ''), 'ANSWERED') = 'ANSWERED',
+            false
+        ) AS __rating_billable,
+        CAST(c.duration_seconds AS BIGINT) AS __rating_d,
+        {start_time} AS __rating_ts,
+        CASE CAST(c.call_type AS VARCHAR)
+            WHEN 'local' THEN 1
+            WHEN 'national' THEN 2
+            WHEN 'international' THEN 3
+            ELSE 0
+        END AS __rating_ct,
+        ltrim(CAST(c.called_number AS VARCHAR), '+') AS __rating_digits
+    FROM {calls} AS c
+),
+keyed AS (
+    SELECT
+        b.*,
+        k.code IS NOT NULL AS __rating_known,
+        CASE WHEN b.__rating_billable THEN k.code END AS __rating_pcode,
+        strlen(b.__rating_digits) AS __rating_len,
+        CASE
+            WHEN regexp_full_match(b.__rating_digits, '[0-9]+')
+                THEN CAST(left(b.__rating_digits, {key_digits}) AS BIGINT)
+                    * {powers}[{key_digits} + 1 - least(strlen(b.__rating_digits), {key_digits})]
+        END AS __rating_n
+    FROM base AS b
+    LEFT JOIN {known} AS k ON k.carrier_id = CAST(b.carrier_id AS VARCHAR)
+)"""
+
+_PRICE_SQL = """billed AS (
+    SELECT
+        b.*,
+        cr.prefix AS __rating_prefix,
+        cr.destination AS __rating_destination,
+        cr.rate_per_minute AS __rating_rate,
+        cr.connection_fee AS __rating_fee,
+        cr.rate_units AS __rating_rate_units,
+        cr.fee60_units AS __rating_fee60_units,
+        CASE
+            WHEN NOT b.__rating_billable THEN 0
+            WHEN b.__rating_d <= cr.inc_a THEN cr.inc_a
+            ELSE cr.inc_a + ((b.__rating_d - cr.inc_a + cr.inc_b - 1) // cr.inc_b) * cr.inc_b
+        END AS __rating_bill,
+        rr.inc_a IS NOT NULL AS __rating_has_retail,
+        rr.prefix AS __rating_retail_prefix,
+        rr.destination AS __rating_retail_destination,
+        rr.rate_per_minute AS __rating_retail_rate,
+        rr.rate_units AS __rating_retail_rate_units,
+        rr.fee60_units AS __rating_retail_fee60_units,
+        CASE
+            WHEN b.__rating_d <= rr.inc_a THEN rr.inc_a
+            ELSE rr.inc_a + ((b.__rating_d - rr.inc_a + rr.inc_b - 1) // rr.inc_b) * rr.inc_b
+        END AS __rating_retail_row_bill
+    FROM {source} AS b
+    LEFT JOIN {cost_rows} AS cr ON cr.rid = b.__rating_cost_rid
+    LEFT JOIN {retail_rows} AS rr ON rr.rid = {retail_rid}
+),
+costed AS (
+    SELECT
+        b.*,
+        CASE
+            WHEN NOT b.__rating_billable THEN CAST(0 AS HUGEINT)
+            ELSE {cost_units}
+        END AS __rating_cost_units,
+        CASE
+            WHEN NOT b.__rating_billable THEN 0
+            WHEN b.__rating_has_retail THEN b.__rating_retail_row_bill
+            {markup_bill}
+        END AS __rating_retail_bill
+    FROM billed AS b
+),
+revenued AS (
+    SELECT
+        c.*,
+        CASE
+            WHEN NOT c.__rating_billable THEN CAST(0 AS HUGEINT)
+            WHEN c.__rating_cost_units IS NULL THEN NULL
+            WHEN c.__rating_has_retail THEN {retail_units}
+            {markup_units}
+        END AS __rating_revenue_units
+    FROM costed AS c
+)
+SELECT
+    r.* EXCLUDE ({internal}),
+    CAST(r.__rating_bill AS BIGINT) AS billable_seconds,
+    r.__rating_prefix AS rate_prefix,
+    r.__rating_destination AS destination,
+    r.__rating_rate AS rate_per_minute,
+    r.__rating_fee AS connection_fee,
+    {cost} AS cost,
+    r.__rating_retail_prefix AS retail_prefix,
+    r.__rating_retail_destination AS retail_destination,
+    r.__rating_retail_rate AS retail_rate_per_minute,
+    CAST(r.__rating_retail_bill AS BIGINT) AS retail_billable_seconds,
+    {revenue} AS revenue,
+    {margin} AS margin,
+    CASE
+        WHEN NOT r.__rating_billable THEN 'unanswered'
+        WHEN NOT r.__rating_known THEN 'unknown_carrier'
+        WHEN r.__rating_cost_units IS NULL THEN 'no_rate'
+        WHEN r.__rating_revenue_units IS NULL THEN 'no_retail_rate'
+        ELSE 'rated'
+    END AS rating_status,
+    CAST({version} AS VARCHAR) AS deck_version
+FROM revenued AS r"""
+
+# Internal columns of the rating query (without their __rating_ prefix), dropped from its
+# result.
+_INTERNAL_COLUMNS = (
+    "billable",
+    "d",
+    "ts",
+    "ct",
+    "digits",
+    "known",
+    "pcode",
+    "len",
+    "n",
+    "cost_rid",
+    "retail_rid",
+    "prefix",
+    "destination",
+    "rate",
+    "fee",
+    "rate_units",
+    "fee60_units",
+    "bill",
+    "has_retail",
+    "retail_prefix",
+    "retail_destination",
+    "retail_rate",
+    "retail_rate_units",
+    "retail_fee60_units",
+    "retail_row_bill",
+    "cost_units",
+    "retail_bill",
+    "revenue_units",
+)
 
 
 def rate_calls(
@@ -1394,45 +1616,61 @@ def rate_calls(
         # A timestamp without a zone is UTC by the CDR contract.
         start_time = "timezone('UTC', CAST(c.start_time AS TIMESTAMP))"
 
-    registered = _register(con, decks)
+    plan = _register(con, decks)
     decimals = decks.config.money_decimals
-    cost_joins, cost_rid = _probes(registered.cost, "__rating_c", "b.__rating_code")
-    retail_joins, retail_rid = _probes(registered.retail, "__rating_r", None)
     collisions = [name for name in RATING_COLUMNS if name in columns]
     powers = ", ".join(f"CAST({10**i} AS BIGINT)" for i in range(KEY_DIGITS + 1))
-    sql = _RATE_SQL.format(
-        exclude=f" EXCLUDE ({', '.join(collisions)})" if collisions else "",
-        start_time=start_time,
-        calls=_quote_name(calls),
-        known=registered.known,
-        key_digits=KEY_DIGITS,
-        powers=f"[{powers}]",
-        cost_rid=cost_rid,
-        cost_joins=cost_joins,
-        retail_rid=retail_rid,
-        retail_joins=retail_joins,
-        cost_rows=registered.cost.rows,
-        retail_rows=registered.retail.rows,
-        params=registered.params,
-        cost_units=_amount_units(
-            "b.__rating_",
-            "b.__rating_bill",
-            "b.__rating_cost_safe_bill",
-            registered.cost.units_type,
-            registered.scale,
-            decimals,
-        ),
-        retail_units=_amount_units(
-            "c.__rating_retail_",
-            "c.__rating_retail_bill",
-            "c.__rating_retail_safe_bill",
-            registered.retail.units_type,
-            registered.scale,
-            decimals,
-        ),
-        internal=", ".join(f"__rating_{name}" for name in _INTERNAL_COLUMNS),
-        cost=_money("r.__rating_cost_units", decimals),
-        revenue=_money("r.__rating_revenue_units", decimals),
-        margin=_money("r.__rating_revenue_units - r.__rating_cost_units", decimals),
+    ctes = [
+        _BASE_SQL.format(
+            exclude=f" EXCLUDE ({', '.join(collisions)})" if collisions else "",
+            start_time=start_time,
+            calls=_quote_name(calls),
+            known=plan.known,
+            key_digits=KEY_DIGITS,
+            powers=f"[{powers}]",
+        )
+    ]
+    source = "keyed"
+    for index, group in enumerate(plan.groups):
+        ctes += _group_ctes(group, source, f"matched{index}")
+        source = f"matched{index}"
+    resolved = {side for group in plan.groups for side in group.sides}
+    if "retail" not in resolved:
+        retail_rid = "CAST(NULL AS BIGINT)"
+    elif any(group.sides == _SIDES for group in plan.groups):
+        retail_rid = "b.__rating_retail_rid"  # gated by the cost row at registration
+    else:
+        retail_rid = "CASE WHEN b.__rating_cost_rid IS NOT NULL THEN b.__rating_retail_rid END"
+    internal = [name for name in _INTERNAL_COLUMNS if name != "retail_rid" or "retail" in resolved]
+    ctes.append(
+        _PRICE_SQL.format(
+            source=source,
+            cost_rows=plan.rows["cost"],
+            retail_rows=plan.rows["retail"],
+            retail_rid=retail_rid,
+            cost_units=_amount_units(
+                "b.__rating_",
+                "b.__rating_bill",
+                plan.safe_bill["cost"],
+                plan.units["cost"],
+                plan.scale,
+                decimals,
+            ),
+            markup_bill="ELSE b.__rating_bill" if plan.markup is not None else "",
+            retail_units=_amount_units(
+                "c.__rating_retail_",
+                "c.__rating_retail_bill",
+                plan.safe_bill["retail"],
+                plan.units["retail"],
+                plan.scale,
+                decimals,
+            ),
+            markup_units=_markup_units(plan.markup),
+            internal=", ".join(f"__rating_{name}" for name in internal),
+            cost=_money("r.__rating_cost_units", decimals),
+            revenue=_money("r.__rating_revenue_units", decimals),
+            margin=_money("r.__rating_revenue_units - r.__rating_cost_units", decimals),
+            version=_quote_text(decks.version),
+        )
     )
-    return con.sql(sql)
+    return con.sql("WITH " + ",\n".join(ctes))

@@ -8,7 +8,9 @@ subprocess so that its peak RSS is its own:
   touches every CDR costs;
 * ``rate``: loading the decks (timed apart), then rating the same CDRs (read from that
   Parquet) with ``rate_calls``, registering the decks included, and writing the result to
-  Parquet.
+  Parquet;
+* ``rewrite``: reading the rated Parquet and writing it again as it is, the same way: what
+  the 22 output columns cost without any rating, a bound for the ``rate`` stage.
 
 It prints a Markdown table (wall seconds, CPU seconds, CDRs/s, peak RSS, ratio to the floor)
 and, with ``--json FILE``, writes the figures as JSON. The CPU seconds help to read a run on
@@ -208,6 +210,21 @@ def stage_rate(work: Path, threads: int | None) -> dict[str, Any]:
     }
 
 
+def stage_rewrite(work: Path, threads: int | None) -> dict[str, Any]:
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}").fetchall()
+    source = str(work / "rated.parquet").replace("'", "''")
+    cpu = _cpu_seconds()
+    started = time.perf_counter()
+    con.sql(f"SELECT * FROM read_parquet('{source}')").to_parquet(str(work / "rewritten.parquet"))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "cpu": _cpu_seconds() - cpu, "peak_rss": _peak_rss_bytes()}
+
+
+STAGES = {"floor": stage_floor, "rate": stage_rate, "rewrite": stage_rewrite}
+
+
 def run_stage(stage: str, work: Path, threads: int | None) -> dict[str, Any]:
     command = [sys.executable, __file__, "--stage", stage, "--workdir", str(work)]
     if threads:
@@ -228,12 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default all)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--stage", choices=["floor", "rate"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=sorted(STAGES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.stage:
-        stage = stage_floor if args.stage == "floor" else stage_rate
-        print(json.dumps(stage(args.workdir, args.threads)))
+        print(json.dumps(STAGES[args.stage](args.workdir, args.threads)))
         return 0
     if not 1 <= args.carriers <= 9:
         parser.error("--carriers must be from 1 to 9")
@@ -245,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         generated = time.perf_counter() - started
         floor = run_stage("floor", work, args.threads)
         rate = run_stage("rate", work, args.threads)
+        rewrite = run_stage("rewrite", work, args.threads)
         csv_bytes = (work / "cdrs.csv").stat().st_size
 
     rows = args.rows
@@ -274,10 +291,17 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_rss_mib": round(rate["peak_rss"] / mib, 1),
                 "ratio_to_floor": round(rate["seconds"] / floor["seconds"], 2),
             },
+            "rewrite": {
+                "seconds": round(rewrite["seconds"], 3),
+                "cpu_seconds": round(rewrite["cpu"], 2),
+                "cdrs_per_second": round(rows / rewrite["seconds"]),
+                "peak_rss_mib": round(rewrite["peak_rss"] / mib, 1),
+                "ratio_to_floor": round(rewrite["seconds"] / floor["seconds"], 2),
+            },
         },
         "statuses": rate["statuses"],
     }
-    f, r = results["stages"]["floor"], results["stages"]["rate"]
+    f, r, w = (results["stages"][name] for name in ("floor", "rate", "rewrite"))
     print(
         f"{rows:,} CDRs, {args.carriers} cost decks + retail of {args.prefixes:,} prefixes, "
         f"{results['threads']} threads, DuckDB {duckdb.__version__}\n"
@@ -292,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| rate: Parquet -> rate_calls -> Parquet | {r['seconds']:.2f} | "
         f"{r['cpu_seconds']:.1f} | {r['cdrs_per_second']:,} | {r['peak_rss_mib']:.0f} | "
         f"{r['ratio_to_floor']:.2f} |"
+    )
+    print(
+        f"| rewrite: rated Parquet -> Parquet (no rating) | {w['seconds']:.2f} | "
+        f"{w['cpu_seconds']:.1f} | {w['cdrs_per_second']:,} | {w['peak_rss_mib']:.0f} | "
+        f"{w['ratio_to_floor']:.2f} |"
     )
     print(f"\nload_decks: {r['load_decks_seconds']:.2f} s; statuses: {results['statuses']}")
     if args.json:

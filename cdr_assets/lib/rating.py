@@ -10,8 +10,9 @@ This module owns the billing contract of ``docs/rating.md``:
 
 Money never goes through a binary float. Rates are parsed as :class:`~decimal.Decimal`, stored
 as Arrow/DuckDB ``DECIMAL`` and, for the arithmetic, as integers scaled by a common power of
-ten; amounts are rounded half-up with integer (HUGEINT) division. Rating is set-based SQL: one
-equality join per distinct prefix length, never a Python loop per call.
+ten; amounts are rounded half-up with integer (HUGEINT) division. Rating is set-based SQL: a
+few narrow equality joins per call against lookup tables built once per deck version, never a
+Python loop per call.
 
 The module knows nothing about Dagster: assets call these two functions.
 """
@@ -617,27 +618,27 @@ def load_decks(rates_dir: Path) -> RateDecks:
 # Rating
 # --------------------------------------------------------------------------------------------
 #
-# The decks are turned, once per connection, into lookup tables in which a call finds its deck
-# rows with a few narrow equality joins (no call is ever sorted or grouped):
+# The decks are turned, once per connection and deck version, into lookup tables in which a
+# call finds its deck rows with a few narrow equality joins; no call is ever sorted or grouped.
 #
 # * A *node* is a (carrier, prefix) that some deck row has. In the combined layout the retail
 #   deck's prefixes are nodes under every carrier with a cost deck, so that one node answers
 #   for both decks; when that would make too many nodes, cost and retail are looked up apart.
+# * Every node is resolved at registration, per call type and time segment, to the deck row of
+#   each side that prices its calls: the longest of the node's prefix and its shorter prefixes
+#   with a row live in the segment, the row with the call's type first. The segments cut the
+#   timeline at every effective bound of the group, merged where the rows do not change. A
+#   node whose row depends on the call type has an odd node key and one resolved row per type.
 # * A called number's digits, right-padded with zeros to KEY_DIGITS, are a BIGINT; its first L
 #   digits are that integer divided by 10^(KEY_DIGITS - L), provided it has at least L digits.
-#   One join per node prefix length L (longest first) finds the call's node of that length;
-#   the longest node found is the call's node. The shortest lengths, up to the short width,
-#   are expanded to every digit string of that width, so that one join covers all of them.
+#   Nodes of up to the short width are expanded to every digit string of that width, so one
+#   join (the short lookup) finds the call's node among them; it also tells which longer node
+#   lengths start with the call's first digits. Each of those lengths is one more join (a
+#   length nothing starts with is not probed), and the longest node found is the call's node.
 #   Prefixes longer than KEY_DIGITS (no E.164 number is that long) are compared as strings.
 #   A called number that is not '+' followed by digits matches the empty prefix only.
-# * Every node is resolved at registration, per call type and time segment, to the deck row of
-#   each side that prices its calls: the longest prefix among the node's own prefix and its
-#   shorter prefixes with a row live in the segment, the row with the call's type first. The
-#   segments cut the node's timeline at every effective bound of those rows, so the rows live
-#   in a segment are fixed. A node whose row depends on the call type has odd node keys and
-#   one resolved row per type; the others one for all types.
-# * The call then fetches the resolved row ids (one join on node and type, plus its segment)
-#   and the two deck rows by id.
+# * The call then fetches its node's resolved row ids (one join on node and call type, and the
+#   time segment) and the two deck rows by id; the amounts are integer arithmetic.
 KEY_DIGITS = 18
 # The short width is the largest number of digits, at most SHORT_DIGITS, whose expansion keeps
 # carriers x 10^width within SHORT_LIMIT (every prefix of up to that many digits is expanded).
@@ -648,6 +649,7 @@ COMBINE_LIMIT = 2_000_000
 _CALL_TYPE_INDEX = {"local": 1, "national": 2, "international": 3}  # 0: no or unknown type
 _BIGINT_MAX = 2**63 - 1
 _PACK_LIMIT = 2**62  # largest (prefix x carriers) packed into one BIGINT key
+_MASK_BITS = 40  # longer prefix lengths beyond the first 40 are always probed
 _NEVER_US = -(2**63)  # open effective bounds, in microseconds
 _FOREVER_US = 2**63 - 1
 _SIDES = ("cost", "retail")
@@ -745,7 +747,7 @@ class _Group:
     keyed: bool  # nodes per carrier (else one set for all, code 0)
     mult: int  # carriers in the packed keys (1 when not keyed)
     levels: tuple[tuple[int, str], ...]  # (prefix length, 'pack' | 'pair' | 'text'), longest first
-    short_width: int  # -1: no node is that short
+    short_width: int  # digits of the short lookup; -1: no node at all
     windowed: bool  # some deck row of the group has an effective bound
     levels_table: str
     short_table: str
@@ -1020,15 +1022,14 @@ def _side_rows(deck: pa.Table, side: int, codes: pa.Array | None, known: pa.Arra
         "eff_to": pc.fill_null(deck.column("effective_to").cast(pa.int64()), _FOREVER_US),
         "rid": deck.column("rid").combine_chunks(),
     }
-    tiled = {
-        name: pa.concat_arrays([pa.array(column)] * repeat) if repeat != 1 else column
-        for name, column in columns.items()
-    }
+    if repeat != 1:
+        rows = pa.array(np.tile(np.arange(size, dtype=np.int64), repeat))
+        columns = {name: column.take(rows) for name, column in columns.items()}
     return pa.table(
         {
             "side": pa.array(np.full(size * repeat, side, dtype=np.int8)),
             "code": code,
-            **tiled,
+            **columns,
         }
     )
 
@@ -1110,7 +1111,8 @@ def _short_table(tree: _Tree, node_keys: np.ndarray, group: _Group) -> pa.Table:
     digits, + 1; 0 for none) x 2^levels + the mask of the longer prefix lengths (one bit per
     level) of the nodes that start with K: the call probes only those levels.
     """
-    width, mult, bits = group.short_width, group.mult, len(group.levels)
+    width, mult = group.short_width, group.mult
+    bits = min(len(group.levels), _MASK_BITS)
     short = np.flatnonzero(tree.plen <= width)
     codes, values, plens = tree.code[short], tree.value[short], tree.plen[short]
     keys, found = [], []
@@ -1128,7 +1130,7 @@ def _short_table(tree: _Tree, node_keys: np.ndarray, group: _Group) -> pa.Table:
             )
         masks = np.zeros(len(slots), dtype=np.int64)
         if length == width:
-            for bit, (level, _) in enumerate(group.levels):
+            for bit, (level, _) in enumerate(group.levels[:bits]):
                 deep = np.flatnonzero(tree.plen == level)
                 if level > KEY_DIGITS:  # compared as text: probed whenever the number is long
                     masks |= 1 << bit
@@ -1323,7 +1325,9 @@ def _code_term(group: _Group) -> str:
 
 def _level_join(group: _Group, length: int, kind: str, bit: int, alias: str) -> str:
     code = _code_term(group)
-    guard = f"b.__rating_len >= {length} AND (b.__rating_v & {1 << bit}) <> 0"
+    guard = f"b.__rating_len >= {length}"
+    if bit < _MASK_BITS:
+        guard += f" AND (b.__rating_v & {1 << bit}) <> 0"
     if kind == "text":
         column = "prefix, code"
         condition = (
@@ -1354,7 +1358,7 @@ def _group_ctes(group: _Group, source: str, name: str) -> list[str]:
     if group.short_width < 0:
         rids = ", ".join(f"CAST(NULL AS BIGINT) AS __rating_{side}_rid" for side in group.sides)
         return [f"{name} AS (\n    SELECT b.*, {rids}\n    FROM {source} AS b\n)"]
-    width, bits = group.short_width, len(group.levels)
+    width, bits = group.short_width, min(len(group.levels), _MASK_BITS)
     joins, nodes = [], []
     for bit, (length, kind) in enumerate(group.levels):
         alias = f"__rating_{group.name}{length}"

@@ -11,6 +11,8 @@ import itertools
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -23,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cdr_assets.lib import rating
 from cdr_assets.lib.rating import (
     RATING_COLUMNS,
     DeckError,
@@ -519,6 +522,12 @@ def test_retail_is_not_consulted_without_a_cost_row(tmp_path: Path) -> None:
     row = rate_one(rates, called_number="+33123")
     assert row["rating_status"] == "no_rate"
     assert row["retail_prefix"] is row["revenue"] is row["retail_billable_seconds"] is None
+
+
+def test_carrier_with_an_empty_deck_beside_a_retail_deck(tmp_path: Path) -> None:
+    rates = write_rates(tmp_path, {"carrier_a": HEADER + "\n"}, retail=deck(",Anything,,1,,,,"))
+    assert rate_one(rates)["rating_status"] == "no_rate"
+    assert rate_one(rates, carrier_id="carrier_b")["rating_status"] == "unknown_carrier"
 
 
 def test_retail_deck_with_windows_and_gaps(tmp_path: Path) -> None:
@@ -1134,9 +1143,7 @@ def deck_text(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
-def test_rate_calls_matches_the_reference(scenario: Scenario) -> None:
+def check_against_the_reference(scenario: Scenario) -> None:
     root = Path(tempfile.mkdtemp(prefix="rating-property-"))
     try:
         config = f'currency = "USD"\nmoney_decimals = {scenario.decimals}\n'
@@ -1172,3 +1179,58 @@ def test_rate_calls_matches_the_reference(scenario: Scenario) -> None:
             for name in ("cost", "revenue", "margin"):
                 if row[name] is not None:
                     assert row[name].as_tuple().exponent == -scenario.decimals
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_rate_calls_matches_the_reference(scenario: Scenario) -> None:
+    check_against_the_reference(scenario)
+
+
+# The lookup tables take other shapes on other decks: cost and retail looked up apart (many
+# carriers x a large retail deck), and no or a narrow expansion of the short prefixes (many
+# carriers), so that every prefix length is a join of its own.
+LAYOUTS = {
+    "cost and retail apart": {"COMBINE_LIMIT": 0},
+    "no short expansion": {"SHORT_DIGITS": 0},
+    "short expansion of 2 digits": {"SHORT_DIGITS": 2},
+}
+
+
+@contextmanager
+def limits(values: dict[str, int]) -> Iterator[None]:
+    saved = {name: getattr(rating, name) for name in values}
+    for name, value in values.items():
+        setattr(rating, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(rating, name, value)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from(sorted(LAYOUTS)))
+def test_rate_calls_matches_the_reference_in_every_layout(scenario: Scenario, layout: str) -> None:
+    with limits(LAYOUTS[layout]):
+        check_against_the_reference(scenario)
+
+
+def test_prefixes_longer_than_an_integer_key(tmp_path: Path) -> None:
+    # 18 digits times five carriers do not fit one BIGINT key, 19 digits are compared as text.
+    long18, long19 = "123456789012345678", "1234567890123456789"
+    cost = deck(
+        "1,One,,0.1,,1/1,,", f"{long18},Eighteen,,0.2,,1/1,,", f"{long19},Nineteen,,0.3,,1/1,,"
+    )
+    rates = write_rates(tmp_path, {f"c{i}": cost for i in range(5)})
+    numbers = {
+        f"+{long19}0": "Nineteen",
+        f"+{long19}": "Nineteen",
+        f"+{long18}0": "Eighteen",
+        f"+{long18}": "Eighteen",
+        f"+{long18[:-1]}": "One",
+        f"+{long19}x": None,  # not '+' and digits: only an empty prefix would match
+        "+2": None,
+    }
+    rows = rate(rates, [call(called_number=n, carrier_id="c3") for n in numbers])
+    assert [row["destination"] for row in rows] == list(numbers.values())

@@ -26,6 +26,7 @@ SMOKE_OPTIONS: dict[str, object] = {
     "--batching-files": 5,
     "--prefixes": 1_000,
 }
+# The stages of the issue: each has a progress line, so each gets a share of the wall time.
 STAGES = {"read", "validate", "rate", "enrich", "dedup", "marts", "publish", "overhead"}
 REASONS = {
     "malformed_record",
@@ -56,7 +57,7 @@ def _check_run(run: dict[str, Any]) -> None:
     assert counts["day_summary_calls"] == counts["day_cdrs"]
     assert counts["batches"] == 1
     # Every step printed its progress line, so each stage got its share of the wall time.
-    assert set(run["stages"]) == STAGES
+    assert set(run["stages"]) >= STAGES
     assert all(run["stages"][stage] > 0 for stage in STAGES), run["progress"]
     assert abs(sum(run["stages"].values()) - run["wall_seconds"]) < 0.05
     assert run["wall_seconds"] > 0 and run["peak_mib"] > 0 and run["ratio_to_floor"] > 0

@@ -11,7 +11,7 @@ accepted or refused (never both), every refusal a detail naming the file and the
 the row count what Python's own json / csv modules find. No other exception escapes, and
 memory stays bounded.
 
-CI: about 1,200 files (``FUZZ_EXAMPLES`` batches of ``FILES_PER_BATCH``); full
+CI: 1,200 files (``FUZZ_EXAMPLES`` batches of ``FILES_PER_BATCH``); full
 (``CDR_RELIABILITY_FULL=1``): ten times as many. ``--hypothesis-seed`` replays a run.
 """
 

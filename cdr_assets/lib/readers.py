@@ -394,11 +394,14 @@ def _parse_csv_fast(body: memoryview, width: int) -> list[Any] | None:
         except csv.Error:
             return "error"
 
+    # pyarrow drops a UTF-8 byte-order mark at the start of its input, here the first row's
+    # (the file's own mark went with the header): a blank line first keeps it as text.
+    data = b"\n" + bytes(body) if bytes(body[:3]) == codecs.BOM_UTF8 else body
     block_size = _CSV_BLOCK_SIZE
     while True:
         try:
             table = pacsv.read_csv(
-                pa.BufferReader(pa.py_buffer(body)),
+                pa.BufferReader(pa.py_buffer(data)),
                 read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
                 parse_options=pacsv.ParseOptions(
                     newlines_in_values=True, invalid_row_handler=on_invalid_row

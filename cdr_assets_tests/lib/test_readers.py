@@ -216,6 +216,14 @@ def test_byte_order_marks_are_decoded(tmp_path: Path, fmt: str, encode: Any) -> 
     assert column(table, "call_id") == ["C1", "C2"]
 
 
+@pytest.mark.parametrize("mark", [b"", b"\xef\xbb\xbf"], ids=["no-bom", "file-bom"])
+def test_a_row_that_starts_with_a_byte_order_mark_is_a_row(tmp_path: Path, mark: bytes) -> None:
+    # Found by the fuzz test: the first row after the header began with U+FEFF and was lost.
+    table = read(tmp_path, "calls.csv", mark + b"call_id\n\xef\xbb\xbfC1\nC2\n")
+    assert column(table, "call_id") == ["\ufeffC1", "C2"]
+    assert column(table, "source_row") == [1, 2]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [

@@ -128,6 +128,7 @@ def _run_batch(
 def _summary(settings: Settings, batch_id: str) -> str:
     import duckdb
 
+    from cdr_assets.lib.landing import printable
     from cdr_assets.lib.warehouse import Warehouse, sql_file_list
 
     warehouse = Warehouse(settings.warehouse_dir)
@@ -142,7 +143,13 @@ def _summary(settings: Settings, batch_id: str) -> str:
         ).fetchall()
     assert row is not None
     nfiles, nrejected, read, accepted, rejected, duplicate = (int(v or 0) for v in row)
-    lines = [f"  file rejected: {error} (kept as {stored})" for error, stored in refused]
+    lines = [
+        f"  file rejected: {printable(error)} (kept as {printable(stored)})"
+        for error, stored in refused
+    ]
+    manifest = warehouse.read_manifest(batch_id)
+    for name, other in sorted(manifest.left_to.items() if manifest else []):
+        lines.append(f"  file left to batch {other}, which took it: {printable(name)}")
     return "\n".join(
         [
             f"batch {batch_id}: {nfiles} files ({nrejected} rejected), {read} rows read, "
@@ -153,28 +160,40 @@ def _summary(settings: Settings, batch_id: str) -> str:
 
 
 def process(settings: Settings, progress: Progress) -> int:
-    """Finish any batch a failed or killed run left, then take every file now landed."""
+    """Finish any batch a failed or killed run left, then take every file now landed.
+
+    The landing folder is listed after the unfinished batches ran, so that files such a
+    batch recorded are not listed again for a new one.
+    """
     from cdr_assets.defs.ingest.sensors import INGEST_JOB_NAME, new_batch_id
     from cdr_assets.lib.landing import list_landing
     from cdr_assets.lib.warehouse import Warehouse
 
     warehouse = Warehouse(settings.warehouse_dir)
-    batches: list[tuple[str, list[str]]] = [(b, []) for b in warehouse.unfinished_batches()]
-    files = [entry.name for entry in list_landing(settings.landing_dir)]
-    if files:
-        batches.append((new_batch_id(), files))
-    if not batches:
+    unfinished = warehouse.unfinished_batches()
+    ran = False
+    with _open_instance() as instance:
+
+        def run(batch_id: str, files: list[str]) -> bool:
+            if not _run_batch(instance, INGEST_JOB_NAME, batch_id, files, settings, progress):
+                return False
+            print(f"{_summary(settings, batch_id)}; {time.monotonic() - progress.started:.1f} s")
+            return True
+
+        for batch_id in unfinished:
+            progress.line(f"finishing batch {batch_id}, left unfinished by an earlier run")
+            if not run(batch_id, []):
+                return 1
+            ran = True
+        files = [entry.name for entry in list_landing(settings.landing_dir)]
+        if files:
+            progress.line(f"{len(files)} files in {settings.landing_dir}")
+            if not run(new_batch_id(), files):
+                return 1
+            ran = True
+    if not ran:
         progress.line(f"no new files in {settings.landing_dir}: nothing to do")
         return 0
-    with _open_instance() as instance:
-        for batch_id, batch_files in batches:
-            if batch_files:
-                progress.line(f"{len(batch_files)} files in {settings.landing_dir}")
-            else:
-                progress.line(f"finishing batch {batch_id}, left unfinished by an earlier run")
-            if not _run_batch(instance, INGEST_JOB_NAME, batch_id, batch_files, settings, progress):
-                return 1
-            print(f"{_summary(settings, batch_id)}; {time.monotonic() - progress.started:.1f} s")
     print(f"serving file {warehouse.serving_path}")
     return 0
 

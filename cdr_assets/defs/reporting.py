@@ -28,9 +28,14 @@ def parquet_metadata(paths: list[Path], preview_rows: int = 5) -> dict[str, Any]
         return {"dagster/row_count": 0}
     source = read_parquet_sql(paths)
     with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")  # instants are shown in UTC, whatever the machine's
         count_row = con.execute(f"SELECT count(*) FROM {source}").fetchone()
         columns = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
-        preview = con.execute(f"SELECT * FROM {source} LIMIT {int(preview_rows)}").df()
+        # Every value as DuckDB's text, so that no value becomes a pandas datetime, which
+        # cannot hold an instant after 2262 (a valid call in year 9999 would fail the step).
+        preview = con.execute(
+            f"SELECT COLUMNS(*)::VARCHAR FROM {source} LIMIT {int(preview_rows)}"
+        ).df()
     return {
         "dagster/row_count": int(count_row[0]) if count_row else 0,
         "dagster/column_schema": dg.TableSchema(

@@ -41,7 +41,9 @@ For a month ``YYYY-MM``, one CSV and one JSON file per carrier with calls that m
 
 ``<carrier>`` is the carrier id where it is a safe file name; any other character (and a
 leading ``.``, ``-`` or ``~``) is percent-encoded (``carrier_file_stem``), so no carrier id
-can name a path outside the folder; an id that would make a name over 200 bytes is refused.
+can name a path outside the folder. An id whose encoded form passes 200 bytes gets its first
+200 bytes followed by ``~`` and 16 hex digits of the id's SHA-256 (the id itself is in the
+files): distinct ids give distinct names, and no stem passes 217 bytes.
 
 CSV layout: the header is ``EXPORT_COLUMNS`` followed by one more column, ``calls``. The call
 lines come first, ordered by ``call_date, start_time, call_id``, with ``calls`` empty. The
@@ -74,13 +76,17 @@ files, and a re-run with the same calls writes identical bytes. Between the two 
 and clear what a killed writer left (hidden ``.tmp``/``.old`` folders).
 
 ``read_billing_totals`` reads the totals rows back from the CSV files, for reconciling the
-exports with the marts.
+exports with the marts. The carrier id comes from the file name; for a shortened name, from
+the totals row (whose lines, holding that long id, are read with Python's csv module, as
+they can pass DuckDB's limit on a line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -166,7 +172,9 @@ _COPY_OPTIONS = {
 }
 _ORDER = "c.call_date, c.start_time, c.call_id"
 _MONTH = re.compile(r"\d{4}-\d{2}")
-_MAX_STEM_BYTES = 200
+_MAX_STEM_BYTES = 200  # a quoted carrier id up to this length is the stem, whole
+_HASH_DIGITS = 16  # a longer one: its first _MAX_STEM_BYTES, then "~" and this many hex digits
+_CSV_FIELD_LIMIT = 2**31 - 1  # a text cell holds what the warehouse holds, tens of MB and more
 
 
 @dataclass(frozen=True)
@@ -319,15 +327,28 @@ def billing_dir(warehouse: Warehouse, month: str) -> Path:
 
 
 def carrier_file_stem(carrier_id: str) -> str:
-    """The file name (without suffix) of a carrier's billing files: safe, and reversible."""
+    """The file name (without suffix) of a carrier's billing files: safe, and distinct per id.
+
+    The stem is the percent-encoded id (reversible with ``urllib.parse.unquote``) when that
+    is at most ``_MAX_STEM_BYTES`` long. A longer one is cut to ``_MAX_STEM_BYTES`` (never
+    inside a ``%XX``) and followed by ``~`` and the first ``_HASH_DIGITS`` hex digits of the
+    id's SHA-256: such a stem is longer than any whole one, so the two kinds never meet, and
+    at most ``_MAX_STEM_BYTES + 1 + _HASH_DIGITS`` (217) bytes, so that every name made from
+    it (the longest is ``.<stem>.totals.part``) stays under the 255 bytes of a file name.
+    """
     if not carrier_id:
         raise ValueError("a carrier id must not be empty")
     stem = urllib.parse.quote(carrier_id, safe="")  # keeps only A-Z a-z 0-9 _ . - ~
     if stem[0] in ".-~":
         stem = f"%{ord(stem[0]):02X}{stem[1:]}"
-    if len(stem.encode()) > _MAX_STEM_BYTES:
-        raise ValueError(f"carrier id {carrier_id[:40]!r}... is too long for a file name")
-    return stem
+    if len(stem) <= _MAX_STEM_BYTES:  # ASCII: one byte a character
+        return stem
+    prefix = stem[:_MAX_STEM_BYTES]
+    escape = prefix.rfind("%", -2)  # a %XX cut short by the limit is left out whole
+    if escape != -1:
+        prefix = prefix[:escape]
+    digest = hashlib.sha256(carrier_id.encode()).hexdigest()
+    return f"{prefix}~{digest[:_HASH_DIGITS]}"
 
 
 def _month_days(month: str) -> tuple[date, date]:
@@ -496,15 +517,19 @@ def read_billing_totals(warehouse: Warehouse, month: str) -> dict[str, BillingTo
     columns = ", ".join(("calls", *BILLING_TOTAL_COLUMNS))
     with duckdb.connect() as con:
         for path in paths:
-            rows = con.execute(
-                f"SELECT {columns} FROM read_csv($path, header = true, all_varchar = true, "
-                "delim = ',', quote = '\"', escape = '\"') WHERE calls IS NOT NULL",
-                {"path": str(path)},
-            ).fetchall()
+            if len(path.stem) > _MAX_STEM_BYTES:  # a shortened name: the id is in the file
+                carrier_id, rows = _long_carrier_totals(path)
+            else:
+                carrier_id = urllib.parse.unquote(path.stem)
+                rows = con.execute(
+                    f"SELECT {columns} FROM read_csv($path, header = true, all_varchar = true, "
+                    "delim = ',', quote = '\"', escape = '\"') WHERE calls IS NOT NULL",
+                    {"path": str(path)},
+                ).fetchall()
             if len(rows) != 1:
                 raise ValueError(f"{path.name}: expected one totals row, found {len(rows)}")
             calls, seconds, retail_seconds, cost, revenue, margin = rows[0]
-            out[urllib.parse.unquote(path.stem)] = BillingTotals(
+            out[carrier_id] = BillingTotals(
                 calls=int(calls),
                 billable_seconds=int(seconds),
                 retail_billable_seconds=int(retail_seconds),
@@ -513,3 +538,28 @@ def read_billing_totals(warehouse: Warehouse, month: str) -> dict[str, BillingTo
                 margin=Decimal(margin),
             )
     return out
+
+
+def _long_carrier_totals(path: Path) -> tuple[str, list[tuple[str, ...]]]:
+    """The carrier id and the totals rows of a billing CSV named by a shortened stem.
+
+    The id is the totals row's ``carrier_id`` cell, or that cell without its first character
+    where the CSV neutralised a formula start with ``'``: whichever has the file's stem.
+    """
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # the csv module's default is 128 KiB
+    names = ("calls", *BILLING_TOTAL_COLUMNS)
+    cells: list[str] = []
+    rows: list[tuple[str, ...]] = []
+    with open(path, encoding="utf-8", newline="") as lines:
+        for record in csv.DictReader(lines):
+            if record["calls"]:
+                cells.append(record["carrier_id"])
+                rows.append(tuple(record[name] for name in names))
+    if not cells:
+        return path.stem, rows  # no totals row: the caller reports it
+    cell = cells[0]
+    for carrier_id in (cell, cell[1:]) if cell.startswith("'") else (cell,):
+        if carrier_id and carrier_file_stem(carrier_id) == path.stem:
+            return carrier_id, rows
+    raise ValueError(f"{path.name}: the totals row's carrier_id does not give this name")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdr_assets.lib import dedup, enrichment, privacy, rating, readers
-from cdr_assets.lib.landing import unsafe_name_reason
+from cdr_assets.lib.landing import printable, unsafe_name_reason
 from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.settings import Settings
 from cdr_assets.lib.validation import ValidationResult, validate_batch
@@ -61,6 +61,7 @@ class RawResult:
     files: int
     files_rejected: int
     rows_read: int
+    left_to: dict[str, str] = field(default_factory=dict)  # listed files another batch took
 
 
 def _sha256(path: Path) -> str:
@@ -93,9 +94,11 @@ def read_batch_files(
     """Read every file of the batch into ``raw/<batch>.parquet`` and move the files aside.
 
     The batch's file list is recorded before anything is read or moved, so that a re-run
-    after a crash finds every file, in the landing folder or where it was moved to.
+    after a crash finds every file, in the landing folder or where it was moved to. A listed
+    file that another batch took is left to it (see ``Warehouse.register_batch``). Call
+    under the writer lock.
     """
-    manifest = warehouse.register_batch(batch_id, list(files))
+    manifest = warehouse.register_batch(batch_id, list(files), settings.landing_dir)
     tables: list[pa.Table] = []
     outcomes: list[dict[str, object]] = []
     moves: list[tuple[Path, Path, str | None]] = []
@@ -126,7 +129,7 @@ def read_batch_files(
             outcome.update(status="processed", rows_read=table.num_rows)
             target = warehouse.archive_dir(batch_id) / name
         else:
-            outcome.update(status="rejected", error=f"{name}: {error}")
+            outcome.update(status="rejected", error=f"{printable(name)}: {error}")
             target = warehouse.rejected_files_dir(batch_id) / name
         outcome["stored_path"] = str(target.relative_to(warehouse.root))
         outcomes.append(outcome)
@@ -150,6 +153,7 @@ def read_batch_files(
         files=len(outcomes),
         files_rejected=sum(1 for o in outcomes if o["status"] == "rejected"),
         rows_read=raw.num_rows,
+        left_to=manifest.left_to,
     )
 
 

@@ -47,6 +47,26 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
+def printable(name: str) -> str:
+    """A name as it may be shown in a message or printed to a terminal: each character that
+    is not printable (ESC, newline, NEL, a line separator ...) as ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN``. The exact name is kept where it is data (``source_file``)."""
+    if name.isprintable():
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
 def list_landing(landing_dir: Path) -> list[LandedEntry]:
     """Files and symbolic links at the top of the landing folder, in name order."""
     if not landing_dir.exists():

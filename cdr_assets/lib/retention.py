@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cdr_assets.lib.marts import DAY_TABLES, MONTH_TABLES
-from cdr_assets.lib.warehouse import Warehouse, remove_file
+from cdr_assets.lib.warehouse import PUBLISHED, Warehouse, remove_file
 
 # The kinds of item, each with its own number of days.
 BATCH, REJECTED, CDRS, MARTS = "batch", "rejected", "cdrs", "marts"
@@ -330,7 +330,7 @@ def plan_retention(warehouse: Warehouse, policy: RetentionPolicy, today: date) -
         if not (batch_expired or rejected_expired):
             continue
         if seq is None:
-            skipped.append(f"batch {batch_id} (landed {landed}): not deduplicated yet")
+            skipped.append(f"batch {batch_id} (landed {landed}): not finished yet")
             continue
         if batch_expired:
             expired_batches.append(batch_id)
@@ -385,7 +385,8 @@ def plan_retention(warehouse: Warehouse, policy: RetentionPolicy, today: date) -
 
 
 def _manifests(warehouse: Warehouse, skipped: list[str]) -> Iterable[tuple[str, int | None, Path]]:
-    """(batch id, seq, manifest path) of every batch, in batch-id order."""
+    """(batch id, seq, manifest path) of every batch, in batch-id order; the seq is None
+    while the batch is unfinished (not yet published: a rerun still needs its files)."""
     folder = warehouse.root / "batches"
     if not folder.is_dir():
         return
@@ -395,9 +396,12 @@ def _manifests(warehouse: Warehouse, skipped: list[str]) -> Iterable[tuple[str, 
             skipped.append(f"batch {batch_id!r}: not a plain file name, never deleted")
             continue
         try:
-            seq = _read_json(path)["seq"]
+            data = _read_json(path)
+            seq = data["seq"]
             if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
                 raise ValueError(f"seq is {seq!r}")
+            if data.get("state", PUBLISHED) != PUBLISHED:
+                seq = None
         except (OSError, ValueError, KeyError) as exc:
             skipped.append(f"batch {batch_id}: unreadable manifest ({exc}), never deleted")
             continue

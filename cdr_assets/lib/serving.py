@@ -1,9 +1,16 @@
 """The serving file ``cdr.duckdb``: every contract table by name, for BI tools, read-only.
 
-The file holds views over the Parquet files published at the moment it was built (absolute
-paths, so it works from any working directory). It is built under a temporary name beside
-the old one and renamed over it: a reader holding the old file open keeps a consistent
-snapshot and never blocks the writer; the next connection sees the new tables.
+The file holds views over the call-level Parquet files published at the moment it was built
+(absolute paths, so it works from any working directory), and copies of the marts and the
+fraud alerts as tables. It is built under a temporary name beside the old one and renamed
+over it: a reader holding the old file open keeps a consistent snapshot and never blocks the
+writer; the next connection sees the new tables.
+
+Why the marts are copied: a run rewrites a mart partition under the same name
+(``daily_summary/<day>.parquet``), while the call-level files of a batch are new files. A
+view over the mart files would show a reader holding an old serving file the new marts beside
+the old calls. The marts are small (rows per day per carrier and destination), so the copy is
+cheap, and BI queries on them read no Parquet at all.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from cdr_assets.lib import privacy
+from cdr_assets.lib.marts import MART_TABLES
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
 
 # Column types of each table, for the view shown while a table has no file yet.
@@ -77,6 +85,11 @@ EMPTY_TABLES: dict[str, str] = {
 }
 
 
+# Tables copied into the serving file rather than viewed: rewritten in place by runs (see
+# above); hashed alert subjects need the key, which must not reach the file.
+COPIED_TABLES = frozenset({*MART_TABLES, "fraud_alerts"})
+
+
 def _empty_select(columns: str) -> str:
     # Split on the commas between columns, not those inside a type such as DECIMAL(38,4).
     parts = [c.strip() for c in re.split(r",(?![^()]*\))", columns) if c.strip()]
@@ -117,7 +130,9 @@ def _register_subject_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehous
 def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") -> dict[str, int]:
     """Rebuild ``cdr.duckdb`` aside and swap it in; returns each table's row count.
 
-    ``caller_numbers`` (clear, hash or mask) is what the views show of caller numbers.
+    ``caller_numbers`` (clear, hash or mask) is what the views show of caller numbers. Call
+    under the writer lock: every deduplicated batch is in the new file, so it is marked
+    published (finished).
     """
     target = warehouse.serving_path
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +144,7 @@ def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") ->
             if caller_numbers == "hash":
                 _register_subject_hashes(con, warehouse)
             for table in EMPTY_TABLES:
-                # Hashed alert subjects are copied in (a few rows): a view would need the key.
-                kind = "TABLE" if table == "fraud_alerts" and caller_numbers == "hash" else "VIEW"
+                kind = "TABLE" if table in COPIED_TABLES else "VIEW"
                 con.execute(
                     f"CREATE {kind} {table} AS {view_sql(warehouse, table, caller_numbers)}"
                 )
@@ -138,6 +152,7 @@ def publish_serving_file(warehouse: Warehouse, caller_numbers: str = "clear") ->
                 counts[table] = int(row[0]) if row else 0
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
+        warehouse.mark_published()
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)

@@ -29,10 +29,12 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -105,15 +107,55 @@ class Warehouse:
         path = self.manifest_path(batch_id)
         if not path.exists():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return BatchManifest(batch_id=data["batch_id"], seq=data["seq"], files=data["files"])
+        return BatchManifest.from_json(json.loads(path.read_text(encoding="utf-8")))
 
-    def register_batch(self, batch_id: str, files: list[str]) -> BatchManifest:
-        """Record which files a batch took, once; a re-run keeps the first record."""
+    def manifests(self) -> list[BatchManifest]:
+        """Every batch's manifest, in batch-id order."""
+        folder = self.root / "batches"
+        if not folder.exists():
+            return []
+        return [
+            BatchManifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+            for path in sorted(folder.glob("*.json"))
+        ]
+
+    def register_batch(
+        self, batch_id: str, files: list[str], landing_dir: Path | None = None
+    ) -> BatchManifest:
+        """Record which files a batch took, once; a re-run keeps the first record.
+
+        Call under the writer lock. With ``landing_dir`` (the folder the names were listed
+        in), a listed name that another batch took is left to it and recorded under
+        ``left_to``: a name in the manifest of an unfinished batch, or a name no longer in the
+        landing folder that another batch recorded (it read and moved the file). So two runs
+        that listed the same files, or a run beside a sensor run, take each file once. A name
+        in the landing folder that only finished batches recorded is a new file with an old
+        name: taken.
+        """
         existing = self.read_manifest(batch_id)
         if existing is not None:
             return existing
-        manifest = BatchManifest(batch_id=batch_id, seq=None, files=sorted(files))
+        if landing_dir is None:
+            manifest = BatchManifest(batch_id=batch_id, seq=None, files=sorted(set(files)))
+            self._write_manifest(manifest)
+            return manifest
+        unfinished: dict[str, str] = {}
+        recorded: dict[str, str] = {}
+        for other in self.manifests():
+            for name in other.files:
+                recorded.setdefault(name, other.batch_id)
+                if not other.finished:
+                    unfinished.setdefault(name, other.batch_id)
+        taken, left_to = [], {}
+        for name in sorted(set(files)):
+            gone = not os.path.lexists(landing_dir / name)
+            if name in unfinished:
+                left_to[name] = unfinished[name]
+            elif gone and name in recorded:
+                left_to[name] = recorded[name]
+            else:
+                taken.append(name)
+        manifest = BatchManifest(batch_id=batch_id, seq=None, files=taken, left_to=left_to)
         self._write_manifest(manifest)
         return manifest
 
@@ -122,57 +164,97 @@ class Warehouse:
 
         It is given when the batch is first deduplicated, so every batch with a lower number
         has already been deduplicated: first-come-first-kept holds even when runs are
-        launched or retried out of order.
+        launched or retried out of order. A batch without files (every listed file was left to
+        another batch) takes no place: 0, and the next batch gets the number it would have.
         """
         manifest = self.read_manifest(batch_id)
         if manifest is None:
             raise FileNotFoundError(f"batch {batch_id} was never read: materialise raw_cdrs")
         if manifest.seq is not None:
             return manifest.seq
+        if not manifest.files:
+            self._write_manifest(replace(manifest, seq=0))
+            return 0
         counter = self.state_dir / "next_seq"
         seq = int(counter.read_text()) if counter.exists() else 1
-        self._write_manifest(BatchManifest(batch_id, seq, manifest.files))
+        self._write_manifest(replace(manifest, seq=seq))
         write_text_atomic(counter, str(seq + 1))
         return seq
 
+    def mark_deduplicated(self, batch_id: str) -> None:
+        """The batch's calls, marts and alerts are written; the serving file is left to do.
+        Call under the writer lock."""
+        manifest = self.read_manifest(batch_id)
+        if manifest is None or manifest.seq is None:
+            raise FileNotFoundError(f"batch {batch_id} was never deduplicated")
+        self._write_manifest(replace(manifest, state=DEDUPLICATED))
+
+    def mark_published(self) -> list[str]:
+        """Call after publishing the serving file, under the same writer lock: every
+        deduplicated batch is in it, so finished. Returns those batches."""
+        done = []
+        for manifest in self.manifests():
+            if manifest.state == DEDUPLICATED:
+                self._write_manifest(replace(manifest, state=PUBLISHED))
+                done.append(manifest.batch_id)
+        return done
+
     def _write_manifest(self, manifest: BatchManifest) -> None:
         write_text_atomic(
-            self.manifest_path(manifest.batch_id),
-            json.dumps(
-                {"batch_id": manifest.batch_id, "seq": manifest.seq, "files": manifest.files},
-                indent=1,
-            ),
+            self.manifest_path(manifest.batch_id), json.dumps(manifest.to_json(), indent=1)
         )
 
     def unfinished_batches(self) -> list[str]:
-        """Batches that were taken but never deduplicated (a failed or killed run)."""
-        folder = self.root / "batches"
-        if not folder.exists():
-            return []
-        pending = []
-        for path in sorted(folder.glob("*.json")):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data["seq"] is None:
-                pending.append(str(data["batch_id"]))
-        return pending
+        """Batches that a failed or killed run left before the serving file published them."""
+        return [m.batch_id for m in self.manifests() if not m.finished]
 
     def batch_seqs(self) -> dict[str, int]:
-        folder = self.root / "batches"
-        if not folder.exists():
-            return {}
-        out = {}
-        for path in folder.glob("*.json"):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data["seq"] is not None:
-                out[data["batch_id"]] = int(data["seq"])
-        return out
+        return {m.batch_id: m.seq for m in self.manifests() if m.seq is not None}
+
+
+TAKEN, DEDUPLICATED, PUBLISHED = "taken", "deduplicated", "published"
 
 
 @dataclass(frozen=True)
 class BatchManifest:
+    """``batches/<batch_id>.json``: the files a batch took, its landing order and its state.
+
+    ``state`` goes taken -> deduplicated (calls, marts and alerts written) -> published (in
+    the serving file). A manifest written before states were recorded has none: it counts
+    as published once it has a ``seq``.
+    """
+
     batch_id: str
     seq: int | None
     files: list[str]
+    state: str = TAKEN
+    left_to: dict[str, str] = field(default_factory=dict)  # listed names another batch took
+
+    @property
+    def finished(self) -> bool:
+        return self.state == PUBLISHED
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchManifest:
+        seq = data["seq"]
+        return cls(
+            batch_id=data["batch_id"],
+            seq=seq,
+            files=list(data["files"]),
+            state=data.get("state", TAKEN if seq is None else PUBLISHED),
+            left_to=dict(data.get("left_to", {})),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "seq": self.seq,
+            "state": self.state,
+            "files": self.files,
+        }
+        if self.left_to:
+            data["left_to"] = self.left_to
+        return data
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -268,6 +350,71 @@ def remove_file(path: Path) -> None:
         path.parent.rmdir()  # only succeeds when the folder became empty
 
 
+# The temporary names of the warehouse's writers, each holding the writer's pid (tried in
+# this order, each matching a whole name):
+#   .<name>.<pid>.<ns>.tmp         temporary_sibling (the *_atomic helpers of this module,
+#                                  exports, ...)
+#   .<name>.<pid>.tmp[.wal]        ingest._write_arrow_atomic; serving.publish_serving_file's
+#                                  .cdr.duckdb.<pid>.tmp and DuckDB's .wal beside it
+#   .part-<n>-<pid>.parquet.tmp    the number-facts cache (numbers.NumberFactsCache)
+_TEMPORARY_NAMES = (
+    re.compile(r"\..+\.(?P<pid>[0-9]+)\.[0-9]+\.tmp"),
+    re.compile(r"\..+\.(?P<pid>[0-9]+)\.tmp(?:\.wal)?"),
+    re.compile(r"\.part-[0-9]+-(?P<pid>[0-9]+)\.parquet\.tmp"),
+)
+_SWEPT: set[tuple[int, Path]] = set()  # (this process, a warehouse root) already swept
+
+
+def _temporary_pid(name: str) -> int | None:
+    """The writer's pid in a temporary name of the warehouse's writers; None for any other."""
+    for pattern in _TEMPORARY_NAMES:
+        match = pattern.fullmatch(name)
+        if match:
+            return int(match["pid"])
+    return None
+
+
+def _process_is_gone(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # PermissionError: it exists (another user's)
+        return False
+    return False
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the temporary files that writers killed before their rename left under ``root``.
+
+    A file is removed only when its name is a writer's temporary name (``_TEMPORARY_NAMES``),
+    it is a regular file (not a folder or a symbolic link; links are not followed), and the
+    pid in its name is no live process on this machine. A live writer's file is kept (so is
+    one whose pid was reused since: it goes at a later sweep), and nothing else is touched.
+    Returns the paths removed. ``writer_lock`` calls it, once per process and warehouse.
+    """
+    removed: list[Path] = []
+    folders = [root]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # a folder removed meanwhile, or unreadable: nothing of ours to clear
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                pid = _temporary_pid(entry.name)
+                if pid is not None and _process_is_gone(pid):
+                    with contextlib.suppress(OSError):  # housekeeping never fails a writer
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def writer_lock(root: Path, timeout_seconds: float = 3600.0) -> Iterator[None]:
     """Hold the warehouse's single-writer lock (released by the kernel if the process dies)."""
@@ -292,6 +439,10 @@ def writer_lock(root: Path, timeout_seconds: float = 3600.0) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        swept = (os.getpid(), root.resolve())
+        if swept not in _SWEPT:  # once per process: a walk of the warehouse is not free
+            _SWEPT.add(swept)
+            remove_stale_temporaries(root)
         yield
     finally:
         os.close(fd)

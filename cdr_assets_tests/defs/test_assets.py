@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
+import pytest
 
 from cdr_assets.defs.enrichment.assets import enriched_cdrs
 from cdr_assets.defs.fraud.resources import FraudRules
@@ -14,6 +17,7 @@ from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, vali
 from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.defs.serving.assets import serving_db
+from cdr_assets.lib.rating import load_decks
 from cdr_assets.lib.warehouse import Warehouse
 
 CSV = (
@@ -142,3 +146,47 @@ def test_a_deck_change_makes_rated_batches_stale(tmp_path: Path) -> None:
             resources={"cdr": resource, "fraud_rules": FraudRules.from_env()},
         )
         assert rated_status() == StaleStatus.STALE
+
+
+def test_rate_decks_renames_each_snapshot_file_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cost.parquet and retail.parquet are written under a temporary name in the snapshot's
+    folder and renamed into place, so that no reader sees a torn file; decks.json comes last."""
+    rates = tmp_path / "rates"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "rates", rates)
+    (rates / "retail.csv").write_text(
+        "prefix,destination,call_type,rate_per_minute,connection_fee,increment,"
+        "effective_from,effective_to\n44,UK retail,,0.10,,1/1,,\n"
+    )
+    renames: list[tuple[Path, Path]] = []
+    replace = os.replace
+
+    def recording_replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        renames.append((Path(source), Path(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    resource = CdrPipeline(
+        landing_dir=str(tmp_path / "landing"), rates_dir=str(rates), warehouse_dir=str(tmp_path)
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([rate_decks], instance=instance, resources={"cdr": resource})
+        assert result.success
+    decks = load_decks(rates)
+    assert decks.retail is not None
+    snapshot = tmp_path / "rate_decks" / decks.version
+    names = ["cost.parquet", "retail.parquet", "decks.json"]
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(names)  # nothing temporary left
+    into = {
+        target.name: (n, source)
+        for n, (source, target) in enumerate(renames)
+        if target.parent == snapshot
+    }
+    assert sorted(into) == sorted(names)
+    for name, (_, source) in into.items():
+        assert source.parent == snapshot
+        assert source.name.startswith(f".{name}.") and source.name.endswith(".tmp")
+    assert into["decks.json"][0] > max(into["cost.parquet"][0], into["retail.parquet"][0])
+    assert pq.read_table(snapshot / "cost.parquet").equals(decks.cost)
+    assert pq.read_table(snapshot / "retail.parquet").equals(decks.retail)

@@ -62,6 +62,7 @@ def run_batch(settings: Settings, batch_id: str, files: list[str] | None = None)
     ingest.rate_batch(settings, warehouse, batch_id)
     ingest.enrich_batch(settings, warehouse, batch_id)
     ingest.deduplicate_batch(warehouse, batch_id)
+    warehouse.mark_deduplicated(batch_id)  # as the asset does after the marts and alerts
     publish_serving_file(warehouse)
 
 

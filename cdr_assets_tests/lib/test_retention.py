@@ -57,6 +57,8 @@ def add_batch(
     warehouse.register_batch(batch_id, ["calls.csv", "broken.csv"])
     if finished:
         warehouse.assign_seq(batch_id)
+        warehouse.mark_deduplicated(batch_id)
+        warehouse.mark_published()
     for table in ("raw", "validated", "rated", "enriched", "rejected_cdrs", "duplicate_cdrs"):
         put(warehouse.batch_file(table, batch_id))
     put(warehouse.root / "raw" / f"{batch_id}.files.parquet")
@@ -205,7 +207,7 @@ def test_the_dry_run_lists_exactly_the_expired_items_and_deletes_nothing(
             planned_files.add(planned.path.relative_to(warehouse.root).as_posix())
     assert planned_files == expected_default_deletions()
     assert plan.total_bytes == sum(before[f][0] for f in expected_default_deletions())
-    assert any("unfinished" in s and "not deduplicated" in s for s in plan.skipped)
+    assert any("unfinished" in s and "not finished yet" in s for s in plan.skipped)
 
 
 def test_apply_deletes_exactly_the_plan_and_nothing_inside_a_window(

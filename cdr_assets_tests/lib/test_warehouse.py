@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -15,6 +18,8 @@ from cdr_assets.lib.warehouse import (
     WarehouseBusy,
     copy_to_parquet_atomic,
     read_parquet_sql,
+    remove_stale_temporaries,
+    temporary_sibling,
     writer_lock,
 )
 
@@ -73,4 +78,125 @@ def test_landing_order_is_given_once(tmp_path: Path) -> None:
     assert warehouse.assign_seq("b1") == 2
     assert warehouse.assign_seq("b2") == 1
     assert warehouse.read_manifest("b1").files == ["a.csv", "y.csv"]  # type: ignore[union-attr]
-    assert warehouse.unfinished_batches() == []
+
+
+def test_a_batch_is_unfinished_until_the_serving_file_published_it(tmp_path: Path) -> None:
+    warehouse = Warehouse(tmp_path)
+    warehouse.register_batch("b1", ["a.csv"])
+    warehouse.register_batch("b2", ["b.csv"])
+    warehouse.assign_seq("b1")
+    # Given its landing order (deduplication started), b1 may still have been killed.
+    assert warehouse.unfinished_batches() == ["b1", "b2"]
+    warehouse.mark_deduplicated("b1")
+    assert warehouse.unfinished_batches() == ["b1", "b2"]
+    assert warehouse.mark_published() == ["b1"]
+    assert warehouse.unfinished_batches() == ["b2"]
+    assert warehouse.mark_published() == []
+    assert warehouse.batch_seqs() == {"b1": 1}
+
+
+def test_a_manifest_from_before_batch_states_is_finished_once_it_has_a_seq(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    (folder / "old.json").write_text('{"batch_id": "old", "seq": 3, "files": ["a.csv"]}')
+    (folder / "cut.json").write_text('{"batch_id": "cut", "seq": null, "files": ["b.csv"]}')
+    assert Warehouse(tmp_path).unfinished_batches() == ["cut"]
+
+
+def test_files_another_batch_took_are_left_to_it(tmp_path: Path) -> None:
+    warehouse, landing = Warehouse(tmp_path / "w"), tmp_path / "landing"
+    landing.mkdir()
+    for name in ("moved.csv", "pending.csv", "again.csv", "new.csv"):
+        (landing / name).write_text("x")
+    warehouse.register_batch("b1", ["moved.csv", "again.csv"], landing)
+    (landing / "moved.csv").unlink()  # b1 read it and moved it aside
+    warehouse.assign_seq("b1")
+    warehouse.mark_deduplicated("b1")
+    warehouse.mark_published()
+    warehouse.register_batch("b2", ["pending.csv"], landing)  # unfinished: still to read it
+    third = warehouse.register_batch(
+        "b3", ["moved.csv", "pending.csv", "again.csv", "new.csv"], landing
+    )
+    # again.csv is in the folder and only a finished batch had that name: a new file.
+    assert third.files == ["again.csv", "new.csv"]
+    assert third.left_to == {"moved.csv": "b1", "pending.csv": "b2"}
+    assert warehouse.read_manifest("b3") == third
+    # A rerun keeps the first record.
+    assert warehouse.register_batch("b3", ["new.csv"], landing) == third
+    # A batch left with no file takes no place in landing order.
+    empty = warehouse.register_batch("b4", ["moved.csv"], landing)
+    assert empty.files == [] and empty.left_to == {"moved.csv": "b1"}
+    assert warehouse.assign_seq("b4") == 0
+    assert warehouse.assign_seq("b3") == 2
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped): no process has it now."""
+    for _ in range(20):
+        child = subprocess.Popen([sys.executable, "-c", ""])
+        child.wait()
+        try:
+            os.kill(child.pid, 0)
+        except ProcessLookupError:
+            return child.pid
+    raise AssertionError("every exited child's pid was taken again at once")
+
+
+def test_temporaries_of_dead_writers_are_removed_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead, live = _dead_pid(), os.getpid()
+    root, outside = tmp_path / "warehouse", tmp_path / "outside.parquet"
+    day = root / "cdrs" / "call_date=2026-11-20"
+
+    def sibling(pid: int, path: Path) -> Path:  # the name temporary_sibling gives in ``pid``
+        with monkeypatch.context() as m:
+            m.setattr(os, "getpid", lambda: pid)
+            return temporary_sibling(path)
+
+    stale = [
+        sibling(dead, day / "b1.parquet"),
+        sibling(dead, root / "landing_rejected" / "b1" / "x.csv.error.txt"),
+        root / "raw" / f".b1.parquet.{dead}.tmp",  # ingest._write_arrow_atomic
+        root / f".cdr.duckdb.{dead}.tmp",  # serving.publish_serving_file, and its WAL
+        root / f".cdr.duckdb.{dead}.tmp.wal",
+        root / "number_facts" / "r" / f".part-000003-{dead}.parquet.tmp",
+    ]
+    kept = [
+        day / "b1.parquet",
+        sibling(live, day / "b2.parquet"),  # a live writer's
+        root / f".cdr.duckdb.{live}.tmp",
+        root / "cdr.duckdb",
+        root / "_state" / "lock",
+        root / "raw" / f"b1.parquet.{dead}.tmp",  # not hidden: no writer's temporary name
+        root / "raw" / ".b1.parquet.tmp",  # no pid
+        root / "landing_archive" / "b1" / "calls.csv",
+        root / f".b9.parquet.{dead}.1.tmp" / "inside.parquet",  # a folder of that name
+        outside,
+    ]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1")
+    link = root / "raw" / f".b3.parquet.{dead}.1.tmp"  # a link of that name: not followed
+    link.symlink_to(outside)
+
+    assert sorted(remove_stale_temporaries(root)) == sorted(stale)
+    assert [p for p in stale if os.path.lexists(p)] == []
+    assert [p for p in kept if not p.is_file()] == []
+    assert link.is_symlink() and link.resolve() == outside
+    assert remove_stale_temporaries(root) == []
+
+
+def test_the_writer_lock_clears_stale_temporaries_once_per_process(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    first = tmp_path / f".b1.parquet.{dead}.tmp"
+    first.write_bytes(b"PAR1")
+    with writer_lock(tmp_path):
+        assert not first.exists()
+    second = tmp_path / f".b2.parquet.{dead}.tmp"
+    second.write_bytes(b"PAR1")
+    with writer_lock(tmp_path):
+        pass
+    assert second.exists()  # left to the next process's first lock: a walk is not free

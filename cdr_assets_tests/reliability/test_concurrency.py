@@ -27,12 +27,6 @@ from cdr_assets_tests.reliability.harness import (
 )
 
 RUN_TIMEOUT = 900
-SAME_FILES_TWICE = (
-    "cdr-pipeline process takes every listed file without claiming it: a second run listing "
-    "the same files (another process, or a sensor run) records each one again as a rejected "
-    "file ('file disappeared from the landing folder before it was read')"
-)
-
 # What the daemon does for one sensor tick: the landing sensor's two looks, then the run it
 # requests, executed like the run worker executes it.
 SENSOR_RUN = """
@@ -75,7 +69,6 @@ def _started_together(runs: list[tuple[ProcessRun, str]]) -> None:
         assert run.wait_for_line(listed, 300), run.transcript()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SAME_FILES_TWICE)
 def test_two_process_runs_at_once_give_the_tables_of_one_run(scenario: Scenario) -> None:
     scenario.restore()
     with writer_lock(scenario.warehouse):
@@ -86,7 +79,6 @@ def test_two_process_runs_at_once_give_the_tables_of_one_run(scenario: Scenario)
     assert scenario.differences() == {}, first.transcript() + second.transcript()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SAME_FILES_TWICE)
 def test_a_process_run_beside_a_sensor_run_gives_the_tables_of_one_run(
     scenario: Scenario,
 ) -> None:
@@ -188,13 +180,6 @@ def test_a_run_waits_for_another_writer_and_readers_holding_files_block_nothing(
         assert observed.held_counts_after[table] == observed.held_counts_before[table]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the serving file's views name each mart file by path, and a run rewrites a "
-    "day's mart files in place: a reader holding the old cdr.duckdb sees the old cdrs with "
-    "the new marts",
-)
 def test_a_reader_holding_the_serving_file_keeps_a_consistent_snapshot(
     scenario: Scenario,
 ) -> None:
@@ -203,8 +188,11 @@ def test_a_reader_holding_the_serving_file_keeps_a_consistent_snapshot(
         before = _counts(reader), _totals(reader)
         code, _ = process_in_process(scenario.env)
         after = _counts(reader), _totals(reader)
-    # Not the expected failure (raised as another type, which the xfail does not accept):
-    if before[1][0] != before[1][1] or code != 0:
-        raise RuntimeError(f"bad start: totals {before[1]}, exit code {code}")
-    assert after[1][0] == after[1][1]
+    assert code == 0
+    # The held file's marts count the calls its cdrs hold, before and after the run.
+    assert before[1][0] == before[1][1]
     assert after == before
+    # A new connection sees the run's batch, consistent again.
+    with duckdb.connect(str(scenario.serving), read_only=True) as fresh:
+        summed, calls = _totals(fresh)
+    assert summed == calls > before[1][1]

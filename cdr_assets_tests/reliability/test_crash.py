@@ -1,11 +1,10 @@
 """Crash safety: SIGKILL ``cdr-pipeline process`` in every stage of a batch, run it again, and
 the contract tables equal those of one clean run; nothing half-written is ever readable.
 
-CI: one kill in each of the six stages on a small batch (the scenario fixture), and for the
-three stages with an open gap one more kill, so that the readers' check and the rerun's are
-separate tests. Full (``CDR_RELIABILITY_FULL=1``): a campaign of at least 20 kills
-(``CDR_RELIABILITY_KILLS``, default 24) at stages drawn at random, over a 1,000,000-row batch
-(``CDR_RELIABILITY_ROWS``), each followed by a rerun to completion and a comparison.
+CI: one kill in each of the six stages on a small batch (the scenario fixture). Full
+(``CDR_RELIABILITY_FULL=1``): a campaign of at least 20 kills (``CDR_RELIABILITY_KILLS``,
+default 24) at stages drawn at random, over a 1,000,000-row batch (``CDR_RELIABILITY_ROWS``),
+each followed by a rerun to completion and a comparison.
 """
 
 from __future__ import annotations
@@ -30,26 +29,6 @@ from cdr_assets_tests.reliability.harness import (
     seed_for,
 )
 
-# A batch gets its place in landing order (manifest "seq") when deduplication starts, and
-# `cdr-pipeline process` only finishes batches without one: a kill after that point leaves
-# cdrs, the marts and cdr.duckdb without the batch, and the rerun says "nothing to do".
-LANDING_ORDER_BUG = (
-    "a batch killed after it got its landing order (deduplication, marts, publishing) is "
-    "never finished: Warehouse.unfinished_batches() only returns batches without a seq"
-)
-# `process` lists the landing folder before it finishes an unfinished batch: files that
-# batch recorded but had not moved yet are taken again by a second batch, which finds them
-# gone and records each as a rejected file ("file disappeared ...").
-RELISTING_BUG = (
-    "cli.process lists the landing folder before finishing the unfinished batch, so files "
-    "that batch recorded but had not moved are also given to a new batch (rejected as "
-    "'file disappeared')"
-)
-EXPECTED_TO_FAIL = {
-    "reading": RELISTING_BUG,
-    "writing partitions": LANDING_ORDER_BUG,
-    "publishing the serving file": LANDING_ORDER_BUG,
-}
 ATTEMPTS = 4
 CI_SPREAD = 0.6  # a CI kill lands in the first 60% of its stage (as long as the clean run's)
 CAMPAIGN_SPREAD = 0.9
@@ -99,8 +78,6 @@ def rerun_and_compare(scenario: Scenario, trial: Trial) -> None:
 # --- CI: one kill in each stage ---------------------------------------------------------------
 # Every test kills its own run (pytest-xdist may run any two tests in different workers).
 
-SOUND_STAGES = [s for s in STAGES if s not in EXPECTED_TO_FAIL]
-
 
 def _stage_id(stage: str) -> str:
     return stage.replace(" ", "-")
@@ -137,39 +114,13 @@ def assert_rerun_gives_the_clean_tables(trial: Trial, scenario: Scenario) -> Non
     assert not list(scenario.landing.iterdir())
 
 
-@pytest.mark.parametrize("stage", SOUND_STAGES, ids=_stage_id)
+@pytest.mark.parametrize("stage", STAGES, ids=_stage_id)
 def test_a_kill_leaves_nothing_half_written_and_a_rerun_gives_the_clean_tables(
     scenario: Scenario, crash_seed: int, stage: str
 ) -> None:
     trial = _kill(scenario, stage, crash_seed, "both")
     assert_nothing_half_written_is_visible(trial.kills[-1], scenario)
     assert_rerun_gives_the_clean_tables(trial, scenario)
-
-
-@pytest.mark.parametrize("stage", list(EXPECTED_TO_FAIL), ids=_stage_id)
-def test_a_kill_leaves_nothing_half_written(
-    scenario: Scenario, crash_seed: int, stage: str
-) -> None:
-    assert_nothing_half_written_is_visible(
-        _kill(scenario, stage, crash_seed, "seen").kills[-1], scenario
-    )
-
-
-@pytest.mark.parametrize(
-    "stage",
-    [
-        pytest.param(
-            stage,
-            id=_stage_id(stage),
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason),
-        )
-        for stage, reason in EXPECTED_TO_FAIL.items()
-    ],
-)
-def test_after_a_kill_a_rerun_gives_the_clean_tables(
-    scenario: Scenario, crash_seed: int, stage: str
-) -> None:
-    assert_rerun_gives_the_clean_tables(_kill(scenario, stage, crash_seed, "rerun"), scenario)
 
 
 # --- full: the campaign ----------------------------------------------------------------------
@@ -260,9 +211,6 @@ def test_campaign_kills_at_least_20_times_and_no_reader_sees_half_written_files(
             assert kill.visibility is not None and kill.visibility.problems == []
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason=f"{LANDING_ORDER_BUG}; {RELISTING_BUG}"
-)
 def test_campaign_every_rerun_gives_the_tables_of_a_clean_run(campaign: Campaign) -> None:
     failed = [(t.kills[-1].stage, t.differences) for t in campaign.trials if t.differences]
     assert failed == []

@@ -471,7 +471,9 @@ class Bench:
         landing.mkdir(parents=True)
         names = []
         for number, fuzzed in enumerate(files):
-            name = f"{number:02d}-{fuzzed.kind}{fuzzed.suffix}"
+            # Names unique in the warehouse: its batches stay unfinished (never deduplicated),
+            # and a name an unfinished batch recorded is left to that batch.
+            name = f"{self.batches:06d}-{number:02d}-{fuzzed.kind}{fuzzed.suffix}"
             (landing / name).write_bytes(fuzzed.data)
             names.append(name)
         settings = Settings(

@@ -33,7 +33,7 @@ import pytest
 
 from cdr_assets.lib import ingest, marts
 from cdr_assets.lib.exports import FORMULA_STARTS, TEXT_COLUMNS, export_calls, write_billing_month
-from cdr_assets.lib.landing import list_landing
+from cdr_assets.lib.landing import list_landing, printable
 from cdr_assets.lib.schemas import REASONS
 from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings
@@ -519,6 +519,7 @@ def _run_batch(settings: Settings, batch_id: str) -> Batch:
         marts.refresh_day(warehouse, day)
     for month in sorted({day[:7] for day in result.days_changed}):
         marts.refresh_month(warehouse, month)
+    warehouse.mark_deduplicated(batch_id)
     publish_serving_file(warehouse)
 
     def table(name: str) -> list[dict[str, Any]]:
@@ -621,8 +622,9 @@ def _assert_file_outcome(batch: Batch, case: Case) -> None:
     if case.error is not None:
         assert landed["status"] == "rejected"
         error = landed["error"]
-        assert error.startswith(f"{case.name}: "), error
-        assert re.fullmatch(case.error, error[len(case.name) + 2 :], re.DOTALL), error
+        shown = printable(case.name)  # control characters escaped (the data keeps them)
+        assert error.startswith(f"{shown}: "), error
+        assert re.fullmatch(case.error, error[len(shown) + 2 :], re.DOTALL), error
         assert (landed["rows_read"], landed["rows_accepted"], landed["rows_rejected"]) == (
             "0",
             "0",
@@ -762,25 +764,15 @@ def test_csv_exports_neutralise_cells_a_spreadsheet_would_run(batch: Batch, root
 # --- known gaps (strict xfails: they pass once the fix described in the reason is in) -------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ingest.read_batch_files writes the raw name into landed_files.error and the "
-    ".error.txt, and cdr-pipeline process prints it: a name with ESC or a newline reaches the "
-    "terminal and breaks the one-line error",
-)
 @pytest.mark.parametrize("name", CONTROL_NAMES)
 def test_a_control_character_in_a_name_is_reported_printably(batch: Batch, name: str) -> None:
     error = batch.landed[name]["error"]
     assert not any(ch in error for ch in name if not ch.isprintable()), repr(error)
+    # The name is still recognisable: each control character as its escape.
+    assert error == f"{printable(name)}: file name contains a control character"
+    assert batch.landed[name]["source_file"] == name  # the data keeps the exact name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="exports.carrier_file_stem refuses a carrier id whose quoted form passes 200 bytes, "
-    "so one accepted call with a long carrier_id stops the month's billing export",
-)
 def test_a_ten_megabyte_carrier_id_does_not_stop_the_monthly_billing_export(root: Path) -> None:
     landing = root / "landing-long-carrier"
     landing.mkdir()
@@ -795,12 +787,6 @@ def test_a_ten_megabyte_carrier_id_does_not_stop_the_monthly_billing_export(root
             raise AssertionError(f"the billing export failed: {str(exc)[:200]}") from exc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="defs/reporting.parquet_metadata previews rows through pandas, which cannot hold "
-    "instants after 2262: a valid call in year 9999 fails validate_cdrs, and the batch with it",
-)
 def test_a_call_in_year_9999_goes_through_cdr_pipeline_process(root: Path) -> None:
     landing, warehouse = root / "landing-9999", root / "warehouse-9999"
     landing.mkdir()

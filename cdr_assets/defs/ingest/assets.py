@@ -53,9 +53,14 @@ def raw_cdrs(
                 f"batch {batch_id} has no files: it was never taken from the landing folder"
             )
         result = ingest.read_batch_files(cdr.settings, warehouse, batch_id, files)
+    left = ""
+    if result.left_to:
+        others = ", ".join(sorted(set(result.left_to.values())))
+        left = f"; {len(result.left_to)} listed files left to batch {others}, which took them"
     report(
         context,
-        f"read {result.files} files ({result.files_rejected} rejected), {result.rows_read} rows",
+        f"read {result.files} files ({result.files_rejected} rejected), "
+        f"{result.rows_read} rows{left}",
     )
     return dg.MaterializeResult(
         metadata={
@@ -215,6 +220,9 @@ def deduplicate_cdrs(
         # The days this batch changed, and their months, are current when the run ends.
         publish_marts(context, warehouse, result.days_changed)
         publish_fraud_alerts(context, warehouse, result.days_changed, fraud_rules.load())
+        # Calls, marts and alerts are written; the serving file is left (until it is
+        # published, cli.process reruns the batch, which rewrites the same files).
+        warehouse.mark_deduplicated(batch_id)
     landed_path = warehouse.batch_file("landed_files", batch_id)
     yield dg.MaterializeResult(
         asset_key="duplicate_cdrs",

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pyarrow.parquet as pq
 
 from cdr_assets.defs.partitions import landing_batches
 from cdr_assets.defs.reporting import parquet_metadata, report
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.lib import ingest, rating
-from cdr_assets.lib.warehouse import sql_file_list, write_text_atomic
+from cdr_assets.lib.warehouse import sql_file_list, write_relation_atomic, write_text_atomic
 
 OWNERS = ["team:cdr-data"]
 
@@ -36,10 +35,11 @@ def rate_decks(context: dg.AssetExecutionContext, cdr: CdrPipeline) -> dg.Materi
     snapshot = cdr.warehouse.root / "rate_decks" / decks.version
     if not (snapshot / "decks.json").exists():
         # Kept so that a bill priced by this version can be explained after the files change.
-        snapshot.mkdir(parents=True, exist_ok=True)
-        pq.write_table(decks.cost, snapshot / "cost.parquet")
-        if decks.retail is not None:
-            pq.write_table(decks.retail, snapshot / "retail.parquet")
+        # Each file under a temporary name, renamed into place when complete; decks.json last.
+        with duckdb.connect() as con:
+            write_relation_atomic(con.from_arrow(decks.cost), snapshot / "cost.parquet")
+            if decks.retail is not None:
+                write_relation_atomic(con.from_arrow(decks.retail), snapshot / "retail.parquet")
         write_text_atomic(
             snapshot / "decks.json",
             json.dumps(

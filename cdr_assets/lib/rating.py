@@ -23,6 +23,7 @@ import bisect
 import csv
 import hashlib
 import io
+import json
 import re
 import tomllib
 from collections import Counter
@@ -564,8 +565,48 @@ def _rescale(table: pa.Table, scale: int) -> pa.Table:
     return table
 
 
+# Decks this process loaded, by folder and content: a run loads them in several steps, and
+# parsing and checking 300,000 deck rows takes seconds; hashing the files, milliseconds.
+_LOADED: dict[tuple[str, str], RateDecks] = {}
+
+
+def _deck_files(rates_dir: Path) -> list[Path]:
+    """The files ``load_decks`` reads, in its order."""
+    names = [rates_dir / CONFIG_FILE, rates_dir / CARRIERS_FILE]
+    cost_dir = rates_dir / COST_DIR
+    if cost_dir.is_dir():
+        names += sorted(
+            p
+            for p in cost_dir.iterdir()
+            if p.suffix == ".csv" and not p.name.startswith(".") and p.is_file()
+        )
+    return [p for p in [*names, rates_dir / RETAIL_FILE] if p.is_file()]
+
+
 def load_decks(rates_dir: Path) -> RateDecks:
-    """Read and validate every deck under ``rates_dir``; raise :class:`DeckError` on any fault."""
+    """Read and validate every deck under ``rates_dir``; raise :class:`DeckError` on any fault.
+
+    Decks with the same content as decks this process already loaded from the folder are
+    returned as loaded (they were valid then, and are the same bytes now).
+    """
+    rates_dir = Path(rates_dir)
+    if not rates_dir.is_dir():
+        return _load_decks(rates_dir)  # raises, naming the folder
+    hashes = {
+        path.relative_to(rates_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in _deck_files(rates_dir)
+    }
+    key = (str(rates_dir.resolve()), json.dumps(hashes, sort_keys=True))
+    decks = _LOADED.get(key)
+    if decks is None:
+        decks = _load_decks(rates_dir)
+        _LOADED.clear()  # one set of decks at a time: they can be large
+        if decks.files == hashes:  # not changed while it was read
+            _LOADED[key] = decks
+    return decks
+
+
+def _load_decks(rates_dir: Path) -> RateDecks:
     rates_dir = Path(rates_dir)
     if not rates_dir.is_dir():
         raise DeckError(f"rates directory {rates_dir.name!r} does not exist")

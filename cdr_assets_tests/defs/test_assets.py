@@ -13,6 +13,7 @@ import pytest
 
 from cdr_assets.defs.enrichment.assets import enriched_cdrs
 from cdr_assets.defs.fraud.resources import FraudRules
+from cdr_assets.defs.ingest import assets as ingest_assets
 from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, validate_cdrs
 from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
@@ -96,6 +97,39 @@ def test_a_batch_run_fills_every_layer_and_reports_the_days_it_touched(tmp_path:
         assert con.execute(
             "SELECT rows_read, rows_accepted, rows_rejected, rows_duplicate FROM landed_files"
         ).fetchall() == [(4, 3, 1, 1)]
+
+
+def test_the_schema_check_finds_bad_rows_in_every_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "validated.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"""COPY (
+            SELECT 'c' || i AS call_id, '+12025550123' AS caller_number,
+                '+442079460958' AS called_number,
+                TIMESTAMPTZ '2026-11-20 10:00:00+00' AS start_time,
+                TIMESTAMPTZ '2026-11-20 10:01:00+00'
+                    - CASE WHEN i = 5 THEN INTERVAL 2 MINUTE ELSE INTERVAL 0 MINUTE END
+                    AS end_time,
+                CASE WHEN i = 1 THEN -1 ELSE 60 END::BIGINT AS duration_seconds,
+                'carrier_001' AS carrier_id, 'international' AS call_type, 'GB' AS country_code,
+                'ANSWERED' AS disposition, DATE '2026-11-20' AS call_date, 'a.csv' AS source_file,
+                i::BIGINT AS source_row, 'more' AS a_column_the_schema_does_not_state
+            FROM range(1, 7) t(i)) TO '{path}' (FORMAT parquet)"""
+        )
+    monkeypatch.setattr(ingest_assets, "SCHEMA_CHECK_ROWS", 2)  # rows 1 and 5: two chunks
+    result = ingest_assets.schema_check_result("validated_cdrs", [path], 86_400)
+    assert not result.passed
+    assert result.metadata["rows"] == dg.IntMetadataValue(6)
+    assert result.metadata["failures"] == dg.IntMetadataValue(2)
+    good = tmp_path / "good.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * FROM '{path}' WHERE source_row NOT IN (1, 5)) TO '{good}' "
+            "(FORMAT parquet)"
+        )
+    assert ingest_assets.schema_check_result("validated_cdrs", [good], 86_400).passed
 
 
 def _cdrs(warehouse: Warehouse) -> list[tuple[object, ...]]:

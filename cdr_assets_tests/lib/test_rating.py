@@ -839,6 +839,19 @@ def test_version_follows_content(tmp_path: Path) -> None:
         assert load_decks(rates).version != before, path.name
 
 
+def test_decks_of_unchanged_files_are_loaded_once_and_a_broken_edit_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    rates = write_rates(tmp_path, {"a": deck("44,UK,,0.04,,,,")})
+    first = load_decks(rates)
+    assert load_decks(rates) is first  # same bytes: parsed and checked once in this process
+    (rates / "cost" / "a.csv").write_text(deck("44,UK,,not-a-rate,,,,"), encoding="utf-8")
+    with pytest.raises(DeckError, match=r"a\.csv"):
+        load_decks(rates)
+    (rates / "cost" / "a.csv").write_text(deck("44,UK,,0.04,,,,"), encoding="utf-8")
+    assert load_decks(rates).version == first.version
+
+
 def test_rates_are_decimals_not_floats(tmp_path: Path) -> None:
     decks = load_decks(write_rates(tmp_path, {"a": deck("44,UK,,0.0115,0.1,,,")}))
     assert pa.types.is_decimal(decks.cost.schema.field("rate_per_minute").type)

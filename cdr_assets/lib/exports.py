@@ -3,7 +3,7 @@
 Both are written by DuckDB ``COPY`` straight from the Parquet files of the days asked for,
 so a month of hundreds of millions of calls streams through bounded memory: DuckDB runs with
 ``MEMORY_LIMIT`` and sorts what does not fit in memory on disk, in a folder of its own under
-the warehouse's ``_state/export_spill/`` (removed when the export ends). Insertion order is
+the warehouse's ``_state/spill/`` (removed when the export ends). Insertion order is
 preserved (DuckDB's default), which the ordered output relies on. Every value reaches SQL as
 a parameter; the only text formatted into a statement is this module's own SQL and the
 warehouse's Parquet file list (``read_parquet_sql``).
@@ -104,7 +104,12 @@ import duckdb
 
 from cdr_assets.lib.privacy import private_cdrs
 from cdr_assets.lib.serving import EMPTY_TABLES
-from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql, temporary_sibling
+from cdr_assets.lib.warehouse import (
+    Warehouse,
+    read_parquet_sql,
+    step_connection,
+    temporary_sibling,
+)
 
 EXPORT_COLUMNS: tuple[str, ...] = (
     "call_id",
@@ -233,19 +238,10 @@ def _totals_row_select() -> str:
 
 @contextlib.contextmanager
 def _connection(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB with a memory budget and its own spill folder in ``_state``."""
-    spill = warehouse.state_dir / "export_spill" / f"{os.getpid()}.{time.monotonic_ns()}"
-    spill.mkdir(parents=True, exist_ok=True)
-    try:
-        config: dict[str, str | bool | int | float | list[str]] = {
-            "memory_limit": MEMORY_LIMIT,
-            "temp_directory": str(spill),
-        }
-        with duckdb.connect(config=config) as con:
-            con.execute("SET TimeZone = 'UTC'")
-            yield con
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
+    """An in-memory DuckDB with the export's memory budget and a spill folder, in UTC."""
+    with step_connection(warehouse, MEMORY_LIMIT) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
 
 
 def _files_between(warehouse: Warehouse, first: date, last: date) -> list[Path]:

@@ -29,6 +29,8 @@ from cdr_assets.lib.warehouse import (
     copy_to_parquet_atomic,
     remove_file,
     sql_file_list,
+    step_connection,
+    temporary_sibling,
     write_relation_atomic,
     write_text_atomic,
 )
@@ -99,10 +101,46 @@ def read_batch_files(
     under the writer lock.
     """
     manifest = warehouse.register_batch(batch_id, list(files), settings.landing_dir)
-    tables: list[pa.Table] = []
+    raw_path = warehouse.batch_file("raw", batch_id)
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    raw_tmp = temporary_sibling(raw_path)
+    # Each file's rows are written as soon as it is read: memory holds one file, not the batch.
+    raw = pq.ParquetWriter(raw_tmp, RAW_SCHEMA, compression="zstd")
+    rows_read = 0
+    try:
+        outcomes, moves = _read_each_file(settings, warehouse, batch_id, manifest.files, raw)
+        rows_read = sum(int(str(o["rows_read"])) for o in outcomes)
+        raw.close()
+        os.replace(raw_tmp, raw_path)
+    finally:
+        raw.close()
+        raw_tmp.unlink(missing_ok=True)
+    _write_arrow_atomic(
+        pa.Table.from_pylist(outcomes, schema=FILE_OUTCOME_SCHEMA),
+        warehouse.root / "raw" / f"{batch_id}.files.parquet",
+    )
+    for source, target, error in moves:
+        _move_aside(source, target, error)
+    return RawResult(
+        batch_id=batch_id,
+        files=len(outcomes),
+        files_rejected=sum(1 for o in outcomes if o["status"] == "rejected"),
+        rows_read=rows_read,
+        left_to=manifest.left_to,
+    )
+
+
+def _read_each_file(
+    settings: Settings,
+    warehouse: Warehouse,
+    batch_id: str,
+    names: Sequence[str],
+    raw: pq.ParquetWriter,
+) -> tuple[list[dict[str, object]], list[tuple[Path, Path, str | None]]]:
+    """Read each file into ``raw``; each file's outcome, and where it is to be moved."""
     outcomes: list[dict[str, object]] = []
     moves: list[tuple[Path, Path, str | None]] = []
-    for name in manifest.files:
+    for name in names:
         path = _locate(name, settings, warehouse, batch_id)
         outcome: dict[str, object] = {"source_file": name, "rows_read": 0}
         error = unsafe_name_reason(name)
@@ -121,12 +159,12 @@ def read_batch_files(
             except readers.FileRejected as exc:
                 error = str(exc)
         if table is not None:
-            tables.append(
-                table.add_column(
-                    0, "source_file", pa.repeat(pa.scalar(name, pa.string()), table.num_rows)
-                )
+            named = table.add_column(
+                0, "source_file", pa.repeat(pa.scalar(name, pa.string()), table.num_rows)
             )
+            raw.write_table(named.select(RAW_SCHEMA.names).cast(RAW_SCHEMA))
             outcome.update(status="processed", rows_read=table.num_rows)
+            del named, table
             target = warehouse.archive_dir(batch_id) / name
         else:
             outcome.update(status="rejected", error=f"{printable(name)}: {error}")
@@ -134,27 +172,9 @@ def read_batch_files(
         outcome["stored_path"] = str(target.relative_to(warehouse.root))
         outcomes.append(outcome)
         if path is not None:
-            moves.append((path, target, None if table is not None else str(outcome["error"])))
-
-    raw = (
-        pa.concat_tables([t.select(RAW_SCHEMA.names).cast(RAW_SCHEMA) for t in tables])
-        if tables
-        else RAW_SCHEMA.empty_table()
-    )
-    _write_arrow_atomic(raw, warehouse.batch_file("raw", batch_id))
-    _write_arrow_atomic(
-        pa.Table.from_pylist(outcomes, schema=FILE_OUTCOME_SCHEMA),
-        warehouse.root / "raw" / f"{batch_id}.files.parquet",
-    )
-    for source, target, error in moves:
-        _move_aside(source, target, error)
-    return RawResult(
-        batch_id=batch_id,
-        files=len(outcomes),
-        files_rejected=sum(1 for o in outcomes if o["status"] == "rejected"),
-        rows_read=raw.num_rows,
-        left_to=manifest.left_to,
-    )
+            processed = outcome["status"] == "processed"
+            moves.append((path, target, None if processed else str(outcome["error"])))
+    return outcomes, moves
 
 
 def _move_aside(source: Path, target: Path, error: str | None) -> None:
@@ -195,39 +215,90 @@ SELECT
     NULL::BIGINT AS batch_seq,
     $landed_at::TIMESTAMPTZ AS landed_at
 FROM file_outcomes AS o
-LEFT JOIN (SELECT source_file, count(*) AS n FROM rejected_rows GROUP BY 1) AS r
-    USING (source_file)
+LEFT JOIN refused_per_file AS r USING (source_file)
 ORDER BY o.source_file
 """
+
+
+# Raw rows validated at a time: memory follows the chunk, not the batch (about 1 GB a chunk).
+VALIDATE_CHUNK_ROWS = 500_000
+# The files validation writes (batch tables) and the views of validate_batch they come from.
+_VALIDATION_OUTPUTS = (("validated", "validated_rows"), ("rejected_cdrs", "rejected_rows"))
 
 
 def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str) -> ValidateResult:
     """raw/<batch> -> validated/<batch>, rejected_cdrs/<batch>, landed_files/<batch> (partial).
 
-    ``rows_duplicate``, ``replay_of`` and ``batch_seq`` of the landed files are filled by
-    deduplication, which gives the batch its place in landing order.
+    The raw rows are validated a chunk at a time (every rule is about one row), each chunk's
+    accepted and refused rows appended to the two files as it is done. ``rows_duplicate``,
+    ``replay_of`` and ``batch_seq`` of the landed files are filled by deduplication, which
+    gives the batch its place in landing order.
     """
-    raw = pq.read_table(warehouse.batch_file("raw", batch_id))
+    raw = pq.ParquetFile(warehouse.batch_file("raw", batch_id))
     outcomes = pq.read_table(warehouse.root / "raw" / f"{batch_id}.files.parquet")
-    numbers = pa.chunked_array(
-        raw["called_number"].chunks + raw["caller_number"].chunks, type=pa.string()
-    )
-    facts = NumberFactsCache(warehouse.number_facts_dir, settings.default_region).facts_for(numbers)
+    cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
+    outputs = {
+        "validated": warehouse.batch_file("validated", batch_id),
+        "rejected_cdrs": warehouse.batch_file("rejected_cdrs", batch_id),
+    }
+    writers: dict[str, pq.ParquetWriter] = {}
+    for path in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    temporaries = {name: temporary_sibling(path) for name, path in outputs.items()}
+    totals = ValidationResult(rows_read=0, rows_accepted=0, rows_rejected=0, reason_counts={})
+    refused_per_file: dict[str, int] = {}
+    try:
+        for chunk in raw.iter_batches(batch_size=VALIDATE_CHUNK_ROWS):
+            table = pa.Table.from_batches([chunk])
+            numbers = pa.chunked_array(
+                table["called_number"].chunks + table["caller_number"].chunks, type=pa.string()
+            )
+            with step_connection(warehouse) as con:
+                result = validate_batch(
+                    con,
+                    table,
+                    cache.facts_for(numbers),
+                    batch_id=batch_id,
+                    source_timezone=settings.source_timezone,
+                    max_duration_seconds=settings.max_duration_seconds,
+                )
+                for name, view in _VALIDATION_OUTPUTS:
+                    _append(writers, name, temporaries[name], con.table(view).to_arrow_table())
+                for file, n in con.execute(
+                    "SELECT source_file, count(*) FROM rejected_rows GROUP BY 1"
+                ).fetchall():
+                    refused_per_file[str(file)] = refused_per_file.get(str(file), 0) + int(n)
+            totals = _add_results(totals, result)
+        if not writers:  # no row at all: empty files with the columns
+            with duckdb.connect() as con:
+                validate_batch(
+                    con,
+                    RAW_SCHEMA.empty_table(),
+                    cache.facts_for(pa.chunked_array([], pa.string())),
+                    batch_id=batch_id,
+                    source_timezone=settings.source_timezone,
+                    max_duration_seconds=settings.max_duration_seconds,
+                )
+                for name, view in _VALIDATION_OUTPUTS:
+                    _append(writers, name, temporaries[name], con.table(view).to_arrow_table())
+        for name, path in outputs.items():
+            writers.pop(name).close()
+            os.replace(temporaries[name], path)
+    finally:
+        for writer in writers.values():
+            writer.close()
+        for tmp in temporaries.values():
+            tmp.unlink(missing_ok=True)
     with duckdb.connect() as con:
-        result = validate_batch(
-            con,
-            raw,
-            facts,
-            batch_id=batch_id,
-            source_timezone=settings.source_timezone,
-            max_duration_seconds=settings.max_duration_seconds,
-        )
         con.register("file_outcomes", outcomes)
-        copy_to_parquet_atomic(
-            con, "SELECT * FROM validated_rows", warehouse.batch_file("validated", batch_id)
-        )
-        copy_to_parquet_atomic(
-            con, "SELECT * FROM rejected_rows", warehouse.batch_file("rejected_cdrs", batch_id)
+        con.register(
+            "refused_per_file",
+            pa.table(
+                {
+                    "source_file": pa.array(list(refused_per_file), pa.string()),
+                    "n": pa.array(list(refused_per_file.values()), pa.int64()),
+                }
+            ),
         )
         landed = con.sql(
             LANDED_FILES_SQL,
@@ -235,11 +306,32 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
         ).to_arrow_table()
     _write_arrow_atomic(landed, warehouse.batch_file("landed_files", batch_id))
     return ValidateResult(
-        rows_read=result.rows_read,
-        rows_accepted=result.rows_accepted,
-        rows_rejected=result.rows_rejected,
-        reason_counts=result.reason_counts,
+        rows_read=totals.rows_read,
+        rows_accepted=totals.rows_accepted,
+        rows_rejected=totals.rows_rejected,
+        reason_counts=totals.reason_counts,
         batch_id=batch_id,
+    )
+
+
+def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: pa.Table) -> None:
+    """Append ``table`` to the Parquet file being written as ``name`` (opened on first use,
+    with the first table's schema)."""
+    writer = writers.get(name)
+    if writer is None:
+        writer = writers[name] = pq.ParquetWriter(path, table.schema, compression="zstd")
+    writer.write_table(table.cast(writer.schema))
+
+
+def _add_results(a: ValidationResult, b: ValidationResult) -> ValidationResult:
+    counts = dict(a.reason_counts)
+    for reason, n in b.reason_counts.items():
+        counts[reason] = counts.get(reason, 0) + n
+    return ValidationResult(
+        rows_read=a.rows_read + b.rows_read,
+        rows_accepted=a.rows_accepted + b.rows_accepted,
+        rows_rejected=a.rows_rejected + b.rows_rejected,
+        reason_counts=counts,
     )
 
 
@@ -257,7 +349,7 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
     rule): the batch stops here rather than price a call wrongly.
     """
     decks = rating.load_decks(settings.rates_dir)
-    with duckdb.connect() as con:
+    with step_connection(warehouse) as con:
         con.execute(
             "CREATE TEMP VIEW batch_validated AS SELECT * FROM read_parquet("
             + sql_file_list([warehouse.batch_file("validated", batch_id)])
@@ -283,7 +375,7 @@ class EnrichResult:
 def enrich_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> EnrichResult:
     """rated/<batch> -> enriched/<batch>: geography, number types, carriers, time zones."""
     rated_path = warehouse.batch_file("rated", batch_id)
-    with duckdb.connect() as con:
+    with step_connection(warehouse) as con:
         numbers = con.execute(
             f"SELECT list(DISTINCT n) FROM (SELECT called_number AS n FROM read_parquet("
             f"{sql_file_list([rated_path])}) UNION ALL SELECT caller_number FROM read_parquet("
@@ -388,7 +480,7 @@ def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
     Call under the warehouse writer lock: it gives the batch its landing sequence.
     """
     batch_seq = warehouse.assign_seq(batch_id)
-    with duckdb.connect() as con:
+    with step_connection(warehouse) as con:
         _open_dedup(con, warehouse, batch_id, batch_seq)
         day_rows = con.execute(
             "SELECT CAST(call_date AS VARCHAR), count(*) FROM kept_rows GROUP BY 1 ORDER BY 1"
@@ -484,7 +576,7 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
             touching.append(path.stem)
     total = 0
     for batch_id in sorted(touching, key=lambda b: seqs[b]):
-        with duckdb.connect() as con:
+        with step_connection(warehouse) as con:
             _open_dedup(con, warehouse, batch_id, seqs[batch_id])
             count_row = con.execute(
                 "SELECT count(*) FROM kept_rows WHERE call_date = CAST($day AS DATE)",

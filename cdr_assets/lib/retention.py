@@ -28,13 +28,14 @@ the latest ``landed_at`` in ``landed_files/<batch>.parquet``, else (no readable 
 modification time of its manifest ``batches/<batch>.json``. A month expires when its last
 day is before the cut.
 
-Never deleted: any file of a batch that has not been deduplicated (its manifest has no
-``seq``: a failed or running batch still needs them); ``landed_files/<batch>.parquet`` and
-``batches/<batch>.json`` (the audit trail of what landed, a few hundred bytes a batch, and
-the manifests hold the landing order that deduplication of later batches and
-``rebuild_cdrs_day`` rely on); ``rate_decks/``, ``number_facts/``, ``exports/`` (billing
-exports), ``_state/`` and ``cdr.duckdb``; anything whose name does not parse as the date of
-its kind, temporary files, symbolic links (never followed) and anything outside the warehouse.
+Never deleted: any file of a batch that is not finished (its manifest's state is not
+``published``: a failed, killed or running batch still needs them);
+``landed_files/<batch>.parquet`` and ``batches/<batch>.json`` (the audit trail of what
+landed, a few hundred bytes a batch, and the manifests hold the landing order that
+deduplication of later batches and ``rebuild_cdrs_day`` rely on); ``rate_decks/``,
+``number_facts/``, ``exports/`` (billing exports), ``_state/`` and ``cdr.duckdb``; anything
+whose name does not parse as the date of its kind, temporary files, symbolic links (never
+followed) and anything outside the warehouse.
 
 Use: ``plan_retention`` lists what would go (a dry run deletes nothing);
 ``apply_retention`` deletes exactly the planned paths, under the warehouse writer lock like

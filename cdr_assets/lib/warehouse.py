@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -257,6 +258,32 @@ class BatchManifest:
         return data
 
 
+# DuckDB's memory budget per pipeline step (its own default is 80% of the machine): what
+# does not fit spills to ``_state/spill/``, so a large batch is slower, not out of memory.
+MEMORY_LIMIT_ENV = "CDR_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "4GB"
+
+
+@contextlib.contextmanager
+def step_connection(
+    warehouse: Warehouse, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB for one step: ``memory_limit`` (default ``CDR_DUCKDB_MEMORY_LIMIT``,
+    else 4GB) and a spill folder of its own under ``_state/spill/``, removed afterwards."""
+    limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+    spill = warehouse.state_dir / "spill" / f"{os.getpid()}.{time.monotonic_ns()}"
+    spill.mkdir(parents=True, exist_ok=True)
+    try:
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": limit,
+            "temp_directory": str(spill),
+        }
+        with duckdb.connect(config=config) as con:
+            yield con
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
 def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
 
@@ -393,9 +420,23 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     it is a regular file (not a folder or a symbolic link; links are not followed), and the
     pid in its name is no live process on this machine. A live writer's file is kept (so is
     one whose pid was reused since: it goes at a later sweep), and nothing else is touched.
-    Returns the paths removed. ``writer_lock`` calls it, once per process and warehouse.
+    So are the DuckDB spill folders of steps (``_state/spill/<pid>.<ns>/``, and the exports'
+    ``_state/export_spill/``) whose pid is gone. Returns the paths removed. ``writer_lock``
+    calls it, once per process and warehouse.
     """
     removed: list[Path] = []
+    # The spill folders of DuckDB connections (``step_connection``): ``<pid>.<ns>``.
+    for spill in (root / "_state" / "spill", root / "_state" / "export_spill"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(spill):
+                owner = entry.name.split(".", 1)[0]
+                if (
+                    entry.is_dir(follow_symlinks=False)
+                    and owner.isdigit()
+                    and _process_is_gone(int(owner))
+                ):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(Path(entry.path))
     folders = [root]
     while folders:
         try:

@@ -295,7 +295,7 @@ def test_rewriting_a_month_gives_identical_files_and_drops_stale_ones(
     assert folder_bytes(folder) == before
     # Nothing temporary is left beside the month's folder, nor in the spill folder.
     assert [p.name for p in folder.parent.glob(".*") if p.name != ".lock"] == []
-    assert list((warehouse.state_dir / "export_spill").iterdir()) == []
+    assert list((warehouse.state_dir / "spill").iterdir()) == []
 
 
 def test_carrier_ids_become_safe_reversible_file_names() -> None:

@@ -89,6 +89,33 @@ def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def test_validating_a_chunk_at_a_time_gives_the_tables_of_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {
+        "b.csv": HEADER + line("c1", duration="61") + line("c2") + line("c2") + line("c3"),
+        "a.csv": HEADER + line("c1") + line("", duration="x") + line("c4", start="bad"),
+        "c.csv": HEADER + line("c5", call_type="LOCAL") + line("c6", disposition="BUSY"),
+    }
+    monkeypatch.setenv("CDR_CALLER_HASH_KEY", "one key for both warehouses")
+    snapshots = []
+    for name, chunk_rows in (("one", 1_000_000), ("chunked", 2)):
+        (tmp_path / name / "landing").mkdir(parents=True)
+        settings = Settings(
+            landing_dir=tmp_path / name / "landing",
+            rates_dir=SHIPPED_RATES,
+            warehouse_dir=tmp_path / name / "warehouse",
+        )
+        for file, text in files.items():
+            drop(settings, file, text)
+        monkeypatch.setattr(ingest, "VALIDATE_CHUNK_ROWS", chunk_rows)
+        run_batch(settings, "b1")
+        snapshots.append(snapshot(settings))
+    one, chunked = snapshots
+    assert chunked == one
+    assert (len(one["rejected_cdrs"]), len(one["cdrs"]), len(one["duplicate_cdrs"])) == (2, 5, 2)
+
+
 def test_nothing_is_lost_and_first_landing_wins(settings: Settings) -> None:
     drop(settings, "b.csv", HEADER + line("c1", duration="61") + line("c2") + line("c2"))
     drop(settings, "a.csv", HEADER + line("c1") + line("", duration="x"))

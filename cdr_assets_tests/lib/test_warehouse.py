@@ -14,11 +14,13 @@ import duckdb
 import pytest
 
 from cdr_assets.lib.warehouse import (
+    MEMORY_LIMIT_ENV,
     Warehouse,
     WarehouseBusy,
     copy_to_parquet_atomic,
     read_parquet_sql,
     remove_stale_temporaries,
+    step_connection,
     temporary_sibling,
     writer_lock,
 )
@@ -200,3 +202,33 @@ def test_the_writer_lock_clears_stale_temporaries_once_per_process(tmp_path: Pat
     with writer_lock(tmp_path):
         pass
     assert second.exists()  # left to the next process's first lock: a walk is not free
+
+
+def test_a_step_connection_has_a_memory_budget_and_removes_its_spill_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = Warehouse(tmp_path)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "300MB")
+    with step_connection(warehouse) as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        spill = con.execute("SELECT current_setting('temp_directory')").fetchone()
+        assert spill is not None and Path(spill[0]).is_dir()
+        assert Path(spill[0]).parent == warehouse.state_dir / "spill"
+    assert limit is not None and limit[0] in ("286.1 MiB", "300.0 MB")
+    assert not Path(spill[0]).exists()
+    monkeypatch.delenv(MEMORY_LIMIT_ENV)
+    with step_connection(warehouse) as con:
+        row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None and row[0] in ("3.7 GiB", "4.0 GB")
+
+
+def test_spill_folders_of_dead_steps_are_removed(tmp_path: Path) -> None:
+    spill = tmp_path / "_state" / "spill"
+    dead = spill / f"{_dead_pid()}.123"
+    live = spill / f"{os.getpid()}.456"
+    other = spill / "notes"
+    for folder in (dead, live, other):
+        folder.mkdir(parents=True)
+        (folder / "duckdb_temp_block-1.block").write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()

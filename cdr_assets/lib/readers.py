@@ -83,7 +83,8 @@ _CSV_SPECIAL = re.compile(rb'[",\r\n]')
 # Where _first_record_bounds is in a record: at the start of a field, in an unquoted field,
 # in a quoted value, or just after a quote that closed (or doubles a quote in) the value.
 _FIELD_START, _UNQUOTED, _QUOTED, _AFTER_QUOTED = range(4)
-_LINE_END = re.compile(rb"\n")
+# A line ends as the csv module ends one: "\r\n", a lone "\r" or "\n".
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 # Lines as csv.reader wants them (ending in \r\n, \n or \r), split at C speed.
 _PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -294,7 +295,7 @@ def _skip_blank_lines(data: memoryview, position: int) -> int:
         line_end = newline.start() if newline else len(data)
         if not _is_blank_line(data[position:line_end]):
             return position
-        position = line_end + 1
+        position = newline.end() if newline else len(data)
     return len(data)
 
 

@@ -216,6 +216,16 @@ def test_byte_order_marks_are_decoded(tmp_path: Path, fmt: str, encode: Any) -> 
     assert column(table, "call_id") == ["C1", "C2"]
 
 
+@pytest.mark.parametrize("blank", [b"\r", b"\r\n", b"\n", b" \r"], ids=repr)
+def test_blank_lines_before_the_header_end_as_the_csv_module_ends_lines(
+    tmp_path: Path, blank: bytes
+) -> None:
+    # Found by the fuzz test: a lone CR before the header was read as an empty header.
+    table = read(tmp_path, "calls.csv", blank + b"call_id,carrier_id\nC1,X\nC2\r")
+    assert column(table, "call_id") == ["C1", None]
+    assert column(table, "malformed") == [False, True]
+
+
 @pytest.mark.parametrize("mark", [b"", b"\xef\xbb\xbf"], ids=["no-bom", "file-bom"])
 def test_a_row_that_starts_with_a_byte_order_mark_is_a_row(tmp_path: Path, mark: bytes) -> None:
     # Found by the fuzz test: the first row after the header began with U+FEFF and was lost.

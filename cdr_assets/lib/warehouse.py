@@ -261,7 +261,7 @@ class BatchManifest:
 # DuckDB's memory budget per pipeline step (its own default is 80% of the machine): what
 # does not fit spills to ``_state/spill/``, so a large batch is slower, not out of memory.
 MEMORY_LIMIT_ENV = "CDR_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "4GB"
+DEFAULT_MEMORY_LIMIT = "1500MB"
 
 
 @contextlib.contextmanager
@@ -269,7 +269,7 @@ def step_connection(
     warehouse: Warehouse, memory_limit: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB for one step: ``memory_limit`` (default ``CDR_DUCKDB_MEMORY_LIMIT``,
-    else 4GB) and a spill folder of its own under ``_state/spill/``, removed afterwards."""
+    else 1500MB) and a spill folder of its own under ``_state/spill/``, removed afterwards."""
     limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
     spill = warehouse.state_dir / "spill" / f"{os.getpid()}.{time.monotonic_ns()}"
     spill.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,7 @@ def test_a_step_connection_has_a_memory_budget_and_removes_its_spill_folder(
     monkeypatch.delenv(MEMORY_LIMIT_ENV)
     with step_connection(warehouse) as con:
         row = con.execute("SELECT current_setting('memory_limit')").fetchone()
-    assert row is not None and row[0] in ("3.7 GiB", "4.0 GB")
+    assert row is not None and row[0] in ("1.3 GiB", "1.5 GB")
 
 
 def test_spill_folders_of_dead_steps_are_removed(tmp_path: Path) -> None:

@@ -15,8 +15,11 @@ CDR_RETENTION_REJECTED_DAYS 400         a batch's refused data: ``rejected_cdrs/
                                         ``duplicate_cdrs/<batch>`` and the unreadable files
                                         ``landing_rejected/<batch>/`` (the only copy of what
                                         was refused, hence the long default)
-CDR_RETENTION_CDRS_DAYS     400         ``cdrs/call_date=<day>/*.parquet`` by call date
-CDR_RETENTION_MARTS_DAYS    forever     ``<mart>/<YYYY-MM-DD>.parquet`` by day and
+CDR_RETENTION_CDRS_DAYS     400         ``cdrs/call_date=<day>/*.parquet`` by call date,
+                                        and the fraud rules' cache of the day's hourly
+                                        traffic ``_state/fraud_traffic_cells/<day>/``
+CDR_RETENTION_MARTS_DAYS    forever     ``<mart>/<YYYY-MM-DD>.parquet`` and
+                                        ``fraud_alerts/<YYYY-MM-DD>.parquet`` by day, and
                                         ``monthly_summary/<YYYY-MM>.parquet`` once the whole
                                         month is past the cut
 ==========================  ==========  ====================================================
@@ -33,7 +36,8 @@ Never deleted: any file of a batch that is not finished (its manifest's state is
 ``landed_files/<batch>.parquet`` and ``batches/<batch>.json`` (the audit trail of what
 landed, a few hundred bytes a batch, and the manifests hold the landing order that
 deduplication of later batches and ``rebuild_cdrs_day`` rely on); ``rate_decks/``,
-``number_facts/``, ``exports/`` (billing exports), ``_state/`` and ``cdr.duckdb``; anything
+``number_facts/``, ``exports/`` (billing exports), ``_state/`` (but for the traffic
+cells above) and ``cdr.duckdb``; anything
 whose name does not parse as the date of its kind, temporary files, symbolic links (never
 followed) and anything outside the warehouse.
 
@@ -77,8 +81,11 @@ BATCH_LAYER_FILES = (
     "enriched/{b}.parquet",
 )
 REJECTED_FILES = ("rejected_cdrs/{b}.parquet", "duplicate_cdrs/{b}.parquet")
-DAY_MART_TABLES = DAY_TABLES
+# The fraud alerts of a day are kept like its marts; the hourly traffic cells the fraud
+# rules cache per day (``_state/fraud_traffic_cells/<day>/``) go with the day's cdrs.
+DAY_MART_TABLES = (*DAY_TABLES, "fraud_alerts")
 MONTH_MART_TABLES = MONTH_TABLES
+TRAFFIC_CELLS_DIR = "_state/fraud_traffic_cells"
 
 DEFAULT_BATCH_DAYS = 30
 DEFAULT_REJECTED_DAYS = 400
@@ -356,6 +363,12 @@ def plan_retention(warehouse: Warehouse, policy: RetentionPolicy, today: date) -
             day = _parse_day(key)
             if day is not None and day < cdrs_cut and folder.is_dir():
                 add(CDRS, key, sorted(folder.glob("*.parquet")))
+    cells = root / TRAFFIC_CELLS_DIR
+    if cdrs_cut is not None and cells.is_dir():
+        for folder in sorted(cells.iterdir()):
+            day = _parse_day(folder.name)
+            if day is not None and day < cdrs_cut and folder.is_dir():
+                add(CDRS, folder.name, [folder])
 
     marts_cut = policy.cut(MARTS, today)
     if marts_cut is not None:
@@ -377,7 +390,7 @@ def plan_retention(warehouse: Warehouse, policy: RetentionPolicy, today: date) -
         policy=policy,
         batch_ids=tuple(keys[BATCH]),
         rejected_batch_ids=tuple(keys[REJECTED]),
-        call_dates=tuple(keys[CDRS]),
+        call_dates=tuple(sorted(set(keys[CDRS]))),
         mart_partitions=tuple(keys[MARTS]),
         paths=tuple(paths),
         expired_batches=tuple(expired_batches),

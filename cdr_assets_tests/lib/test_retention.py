@@ -131,6 +131,9 @@ def build_warehouse(root: Path) -> Warehouse:
         put(warehouse.cdrs_file(day, "20261124T080000000000Z"))
         put(warehouse.cdrs_file(day, "ancient"))
     put(warehouse.cdrs_dir / "call_date=not-a-day" / "x.parquet")
+    # the fraud rules' cache of a day's hourly traffic goes with the day's cdrs.
+    for day in ("2025-10-20", "2026-11-20"):
+        put(root / "_state" / "fraud_traffic_cells" / day / "0123456789abcdef0123.parquet")
     # marts, exports and the rest: kept by default.
     for table, key in [
         ("daily_summary", "2020-01-01"),
@@ -139,6 +142,8 @@ def build_warehouse(root: Path) -> Warehouse:
         ("route_daily", "2026-10-25"),
         ("carrier_daily", "2026-10-25"),
         ("hourly_traffic", "2026-11-24"),
+        ("fraud_alerts", "2026-10-25"),
+        ("fraud_alerts", "2026-10-26"),
         ("daily_summary", "summary-notes"),
         ("monthly_summary", "2020-01"),
         ("monthly_summary", "2026-09"),
@@ -174,6 +179,7 @@ def expected_default_deletions() -> set[str]:
     expected |= {
         "cdrs/call_date=2025-10-20/20261124T080000000000Z.parquet",
         "cdrs/call_date=2025-10-20/ancient.parquet",
+        "_state/fraud_traffic_cells/2025-10-20/0123456789abcdef0123.parquet",
     }
     return expected
 
@@ -227,7 +233,7 @@ def test_apply_deletes_exactly_the_plan_and_nothing_inside_a_window(
     assert report.total_bytes == sum(before[f][0] for f in expected)
     assert report.counts["batch"] == 4 * 6  # five layer files and the archive folder
     assert report.counts["rejected"] == 3
-    assert report.counts["cdrs"] == 2
+    assert report.counts["cdrs"] == 3  # two files of the day and its traffic cells
     assert report.counts["marts"] == 0
     assert sorted(report.batch_ids) == sorted(EXPIRED_BATCHES)
     assert sorted(report.batch_partitions) == sorted(EXPIRED_BATCHES)
@@ -272,6 +278,7 @@ def test_marts_are_kept_by_default_and_go_by_day_or_whole_month_when_configured(
         "carrier_daily/2026-10-25",
         "daily_summary/2020-01-01",
         "daily_summary/2026-10-25",
+        "fraud_alerts/2026-10-25",
         "monthly_summary/2020-01",
         "monthly_summary/2026-09",
         "route_daily/2026-10-25",
@@ -282,7 +289,7 @@ def test_marts_are_kept_by_default_and_go_by_day_or_whole_month_when_configured(
         report = apply_retention(warehouse, plan)
     gone = set(before) - set(listing(warehouse.root))
     assert gone == {f"{key}.parquet" for key in plan.mart_partitions}
-    assert report.counts["marts"] == 6
+    assert report.counts["marts"] == 7
     # Inside the window (2026-10-26 on, and October: part of it is inside) or no date: kept.
     assert {
         "daily_summary/2026-10-26.parquet",
@@ -382,7 +389,7 @@ def test_summary_and_metadata(warehouse: Warehouse) -> None:
         report = apply_retention(warehouse, plan)
     assert "deleted" in report.summary() and "2025-10-20" in report.summary()
     meta = report.as_metadata()
-    assert meta["dry_run"] == "no" and meta["cdrs_paths"] == 2
+    assert meta["dry_run"] == "no" and meta["cdrs_paths"] == 3
     assert meta["bytes_deleted"] == report.total_bytes
     assert all(isinstance(v, int | str) for v in meta.values())
 

@@ -224,3 +224,28 @@ def test_rate_decks_renames_each_snapshot_file_into_place(
     assert into["decks.json"][0] > max(into["cost.parquet"][0], into["retail.parquet"][0])
     assert pq.read_table(snapshot / "cost.parquet").equals(decks.cost)
     assert pq.read_table(snapshot / "retail.parquet").equals(decks.retail)
+
+
+def test_a_batch_whose_files_were_all_left_to_another_reads_nothing_and_succeeds(
+    tmp_path: Path,
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text(CSV)
+    warehouse = Warehouse(tmp_path / "warehouse")
+    warehouse.register_batch("b1", ["a.csv"], landing)  # unfinished: a.csv is b1's
+    assert warehouse.register_batch("b2", ["a.csv"], landing).files == []
+    resource = CdrPipeline(
+        landing_dir=str(landing),
+        rates_dir=str(Path(__file__).resolve().parents[2] / "rates"),
+        warehouse_dir=str(warehouse.root),
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("landing_batches", ["b2"])
+        # A rerun of b2 (no run config: its files come from its manifest) reads nothing.
+        result = dg.materialize(
+            [raw_cdrs], partition_key="b2", resources={"cdr": resource}, instance=instance
+        )
+    assert result.success
+    assert pq.read_table(warehouse.batch_file("raw", "b2")).num_rows == 0
+    assert (landing / "a.csv").exists()  # still b1's to take

@@ -69,18 +69,10 @@ from common import (
     write_rates,
 )
 
-FIELDS: tuple[str, ...] = (
-    "call_id",
-    "caller_number",
-    "called_number",
-    "start_time",
-    "end_time",
-    "duration_seconds",
-    "carrier_id",
-    "call_type",
-    "country_code",
-    "disposition",
-)
+from cdr_assets.lib.readers import CANONICAL_FIELDS
+
+# The contract's input fields, in the order the files are written.
+FIELDS: tuple[str, ...] = CANONICAL_FIELDS
 DEFAULT_DAY = datetime.date(2026, 11, 24)
 MAX_CALLERS = 200_000
 MAX_CALLED = 2_000_000

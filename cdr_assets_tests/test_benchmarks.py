@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cdr_assets_tests.contract import REASON_CODES
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "pipeline_bench.py"
 # Small decks and batches keep the run short; the day keeps its 100,000 rows.
@@ -28,22 +30,7 @@ SMOKE_OPTIONS: dict[str, object] = {
 }
 # The stages of the issue: each has a progress line, so each gets a share of the wall time.
 STAGES = {"read", "validate", "rate", "enrich", "dedup", "marts", "publish", "overhead"}
-REASONS = {
-    "malformed_record",
-    "missing_field:call_id",
-    "missing_field:called_number",
-    "missing_field:start_time",
-    "missing_field:carrier_id",
-    "missing_field:duration_seconds",
-    "invalid_number:called_number",
-    "invalid_timestamp:start_time",
-    "invalid_timestamp:end_time",
-    "end_before_start",
-    "invalid_duration",
-    "invalid_call_type",
-    "invalid_country_code",
-    "invalid_disposition",
-}
+REASONS = set(REASON_CODES)
 
 
 def _check_run(run: dict[str, Any]) -> None:

@@ -25,28 +25,14 @@ from cdr_assets.lib.generate import (
     generate_sample,
     write_landing_files,
 )
+from cdr_assets_tests.contract import REASON_CODES
 
 TODAY = dt.date(2024, 5, 4)
 START = dt.date(2024, 5, 1)
 CALL_TYPES = {"local", "national", "international"}
 DISPOSITIONS = {"ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "CONGESTION"}
 # Every reason code of the contract's "Refused rows" table, with the field it names.
-ALL_REASONS = {
-    "malformed_record",
-    "missing_field:call_id",
-    "missing_field:called_number",
-    "missing_field:start_time",
-    "missing_field:carrier_id",
-    "missing_field:duration_seconds",
-    "invalid_number:called_number",
-    "invalid_timestamp:start_time",
-    "invalid_timestamp:end_time",
-    "end_before_start",
-    "invalid_duration",
-    "invalid_call_type",
-    "invalid_country_code",
-    "invalid_disposition",
-}
+ALL_REASONS = set(REASON_CODES)
 
 Row = dict[str, Any]
 

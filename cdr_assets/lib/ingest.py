@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from cdr_assets.lib import dedup, enrichment, privacy, rating, readers
 from cdr_assets.lib.landing import printable, unsafe_name_reason
-from cdr_assets.lib.numbers import NumberFactsCache
+from cdr_assets.lib.numbers import NUMBER_FACTS_SCHEMA, NumberFactsCache
 from cdr_assets.lib.settings import Settings
 from cdr_assets.lib.validation import ValidationResult, validate_batch
 from cdr_assets.lib.warehouse import (
@@ -369,34 +369,34 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
 class EnrichResult:
     batch_id: str
     rows: int
-    numbers: int
+    numbers: int  # distinct numbers of the batch with facts (the valid and possible ones)
 
 
 def enrich_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> EnrichResult:
-    """rated/<batch> -> enriched/<batch>: geography, number types, carriers, time zones."""
+    """rated/<batch> -> enriched/<batch>: geography, number types, carriers, time zones.
+
+    Validation decided every number string of the batch into the number-facts cache: the
+    facts are read from the cache's files by DuckDB (the numbers the batch uses, by E.164
+    form), and nothing is parsed again here.
+    """
     rated_path = warehouse.batch_file("rated", batch_id)
+    cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
     with step_connection(warehouse) as con:
-        numbers = con.execute(
-            f"SELECT list(DISTINCT n) FROM (SELECT called_number AS n FROM read_parquet("
-            f"{sql_file_list([rated_path])}) UNION ALL SELECT caller_number FROM read_parquet("
-            f"{sql_file_list([rated_path])}))"
-        ).fetchone()
-        distinct = pa.array((numbers[0] if numbers else None) or [], pa.string())
-        # Validation parsed every number string of the batch: nothing is parsed again here.
-        facts = NumberFactsCache(warehouse.number_facts_dir, settings.default_region).facts_by_e164(
-            distinct
-        )
         con.execute(
             "CREATE TEMP VIEW batch_rated AS SELECT * FROM read_parquet("
             + sql_file_list([rated_path])
             + ")"
         )
-        enriched = enrichment.enrich_calls(con, "batch_rated", facts)
+        source = cache.source_sql()
+        enriched = enrichment.enrich_calls(
+            con, "batch_rated", NUMBER_FACTS_SCHEMA.empty_table() if source is None else source
+        )
         write_relation_atomic(enriched, warehouse.batch_file("enriched", batch_id))
         count = con.execute(
-            f"SELECT count(*) FROM read_parquet({sql_file_list([rated_path])})"
+            "SELECT (SELECT count(*) FROM batch_rated), (SELECT count(*) FROM enrich_facts)"
         ).fetchone()
-    return EnrichResult(batch_id, int(count[0]) if count else 0, len(distinct))
+    assert count is not None
+    return EnrichResult(batch_id, int(count[0]), int(count[1]))
 
 
 @dataclass(frozen=True)

@@ -199,17 +199,23 @@ class NumberFactsCache:
             )
             return self._lookup(con, "e164")
 
+    def source_sql(self) -> str | None:
+        """A DuckDB FROM-clause source reading every cached fact, or None when none is."""
+        files = self.files()
+        if not files:
+            return None
+        listed = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+        return f"read_parquet({listed})"
+
     def _lookup(self, con: duckdb.DuckDBPyConnection, column: str) -> pa.Table:
         """Cached facts whose ``column`` is in the temp table ``wanted``: a semi-join in
         DuckDB, which reads the cache files without loading them whole."""
-        files = self.files()
-        if not files:
+        source = self.source_sql()
+        if source is None:
             return NUMBER_FACTS_SCHEMA.empty_table()
-        listed = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
         columns = ", ".join(f"f.{name}" for name in NUMBER_FACTS_SCHEMA.names)
         table = con.sql(
-            f"SELECT {columns} FROM read_parquet({listed}) AS f "
-            f"SEMI JOIN wanted ON f.{column} = wanted.n"
+            f"SELECT {columns} FROM {source} AS f SEMI JOIN wanted ON f.{column} = wanted.n"
         ).to_arrow_table()
         return table.cast(NUMBER_FACTS_SCHEMA)
 

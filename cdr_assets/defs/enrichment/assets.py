@@ -20,10 +20,10 @@ def enriched_cdrs(context: dg.AssetExecutionContext, cdr: CdrPipeline) -> dg.Mat
     """Rated calls with country names, number types, regions, carriers, caller time zone."""
     batch_id = context.partition_key
     result = ingest.enrich_batch(cdr.settings, cdr.warehouse, batch_id)
-    report(context, f"enriched {result.rows} calls ({result.numbers} distinct numbers)")
+    report(context, f"enriched {result.rows} calls ({result.numbers} distinct numbers with facts)")
     return dg.MaterializeResult(
         metadata={
             **parquet_metadata([cdr.warehouse.batch_file("enriched", batch_id)]),
-            "distinct_numbers": result.numbers,
+            "numbers_with_facts": result.numbers,
         }
     )

@@ -298,6 +298,11 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# How DuckDB writes the warehouse's Parquet files. zstd at level 1 (DuckDB's default is 3,
+# pyarrow's is 1): at 10M rows the enriched write is 20% faster and 2% larger.
+PARQUET_COPY_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
+
+
 def copy_to_parquet_atomic(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -309,7 +314,7 @@ def copy_to_parquet_atomic(
     tmp = temporary_sibling(path)
     try:
         con.execute(
-            f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)",
+            f"COPY ({query}) TO '{_sql_path(tmp)}' ({PARQUET_COPY_OPTIONS})",
             params or {},
         )
         os.replace(tmp, path)
@@ -322,7 +327,10 @@ def write_relation_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        relation.write_parquet(str(tmp), compression="zstd")
+        relation.query(
+            "relation_to_write",
+            f"COPY relation_to_write TO '{_sql_path(tmp)}' ({PARQUET_COPY_OPTIONS})",
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from cdr_assets.lib import dedup, enrichment, privacy, rating, readers
 from cdr_assets.lib.landing import printable, unsafe_name_reason
 from cdr_assets.lib.numbers import NUMBER_FACTS_SCHEMA, NumberFactsCache
 from cdr_assets.lib.settings import Settings
-from cdr_assets.lib.validation import ValidationResult, validate_batch
+from cdr_assets.lib.validation import FACT_COLUMNS, ValidationResult, validate_batch
 from cdr_assets.lib.warehouse import (
     Warehouse,
     copy_to_parquet_atomic,
@@ -257,7 +257,7 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
                 result = validate_batch(
                     con,
                     table,
-                    cache.facts_for(numbers),
+                    cache.facts_for(numbers, FACT_COLUMNS),
                     batch_id=batch_id,
                     source_timezone=settings.source_timezone,
                     max_duration_seconds=settings.max_duration_seconds,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -171,15 +171,25 @@ class NumberFactsCache:
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("*.parquet")) if self.folder.exists() else []
 
-    def facts_for(self, numbers: pa.Array | pa.ChunkedArray) -> pa.Table:
-        """Facts of every distinct non-null string in ``numbers``, deciding only the misses."""
+    def facts_for(
+        self, numbers: pa.Array | pa.ChunkedArray, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Facts of every distinct non-null string in ``numbers``, deciding only the misses.
+
+        ``columns``: the fact columns wanted (``number`` is always there); fewer columns make
+        the cache read faster and the table smaller. Misses are decided whole and cached.
+        """
+        wanted_columns = [
+            "number",
+            *(c for c in (columns or NUMBER_FACTS_SCHEMA.names) if c != "number"),
+        ]
         with duckdb.connect() as con:
             con.register("batch_numbers", pa.table({"n": _as_chunked(numbers)}))
             con.execute(
                 "CREATE TEMP TABLE wanted AS "
                 "SELECT DISTINCT n FROM batch_numbers WHERE n IS NOT NULL"
             )
-            known = self._lookup(con, "number")
+            known = self._lookup(con, "number", wanted_columns)
             con.register("known", known)
             missing = con.sql("SELECT n FROM wanted ANTI JOIN known ON known.number = wanted.n")
             missing_numbers = missing.to_arrow_table()["n"]
@@ -187,7 +197,7 @@ class NumberFactsCache:
             return known
         fresh = fresh_number_facts(missing_numbers, self.default_region, self.tables_dir)
         self._append(fresh)
-        return pa.concat_tables([known, fresh])
+        return pa.concat_tables([known, fresh.select(wanted_columns)])
 
     def facts_by_e164(self, e164: pa.Array | pa.ChunkedArray) -> pa.Table:
         """Cached facts of numbers already decided (by validation), found by E.164 form."""
@@ -207,17 +217,22 @@ class NumberFactsCache:
         listed = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
         return f"read_parquet({listed})"
 
-    def _lookup(self, con: duckdb.DuckDBPyConnection, column: str) -> pa.Table:
+    def _lookup(
+        self, con: duckdb.DuckDBPyConnection, column: str, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Cached facts whose ``column`` is in the temp table ``wanted``: a semi-join in
         DuckDB, which reads the cache files without loading them whole."""
+        schema = NUMBER_FACTS_SCHEMA
+        if columns is not None:
+            schema = pa.schema([NUMBER_FACTS_SCHEMA.field(name) for name in columns])
         source = self.source_sql()
         if source is None:
-            return NUMBER_FACTS_SCHEMA.empty_table()
-        columns = ", ".join(f"f.{name}" for name in NUMBER_FACTS_SCHEMA.names)
+            return schema.empty_table()
+        selected = ", ".join(f"f.{name}" for name in schema.names)
         table = con.sql(
-            f"SELECT {columns} FROM {source} AS f SEMI JOIN wanted ON f.{column} = wanted.n"
+            f"SELECT {selected} FROM {source} AS f SEMI JOIN wanted ON f.{column} = wanted.n"
         ).to_arrow_table()
-        return table.cast(NUMBER_FACTS_SCHEMA)
+        return table.cast(schema)
 
     def _append(self, fresh: pa.Table) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,11 @@ SELECT
     CASE WHEN regexp_full_match(r.duration_seconds, '[0-9]+')
         AND length(ltrim(r.duration_seconds, '0')) <= 18
         THEN CAST(r.duration_seconds AS BIGINT) END AS duration_given,
+    -- Derived from the two instants (start_ts and end_ts above), whole seconds with the
+    -- fraction dropped; only for a row that gives no duration and whose end is not before
+    -- its start.
+    CASE WHEN r.duration_seconds IS NULL AND end_ts >= start_ts
+        THEN (epoch_us(end_ts) - epoch_us(start_ts)) // 1000000 END AS derived_duration,
     r.call_type AS call_type_raw,
     lower(r.call_type) AS call_type,
     r.country_code AS country_code_raw,
@@ -86,15 +91,8 @@ LEFT JOIN number_facts AS fc ON fc.number = r.called_number
 LEFT JOIN number_facts AS fr ON fr.number = r.caller_number
 """
 
-# The duration derived from the two instants, whole seconds with the fraction dropped; only
-# for a row that gives no duration and whose end is not before its start.
-DERIVED_DURATION_SQL = """
-CREATE OR REPLACE TEMP TABLE parsed AS
-SELECT *,
-    CASE WHEN duration_raw IS NULL AND end_ts >= start_ts
-        THEN (epoch_us(end_ts) - epoch_us(start_ts)) // 1000000 END AS derived_duration
-FROM parsed
-"""
+# The number facts PARSE_SQL reads (``number`` is the join key).
+FACT_COLUMNS = ("number", "e164", "possible", "valid", "region", "geographic", "area_code")
 
 REJECTED_SQL = """
 SELECT
@@ -179,7 +177,6 @@ SELECT
     source_row,
     $batch_id AS batch_id
 FROM derived
-ORDER BY row_idx
 """
 
 
@@ -236,7 +233,6 @@ def validate_batch(
     con.register("raw_batch", indexed)
     con.register("number_facts", number_facts)
     con.execute(PARSE_SQL, {"iso": ISO_8601_PATTERN})
-    con.execute(DERIVED_DURATION_SQL)
     parsed = con.sql(f"SELECT {', '.join(RULE_COLUMNS)} FROM parsed ORDER BY row_idx").pl()
     failures = find_row_failures(parsed, max_duration_seconds)
     con.register("row_failures", failures.to_arrow())

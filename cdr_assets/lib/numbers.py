@@ -199,16 +199,6 @@ class NumberFactsCache:
         self._append(fresh)
         return pa.concat_tables([known, fresh.select(wanted_columns)])
 
-    def facts_by_e164(self, e164: pa.Array | pa.ChunkedArray) -> pa.Table:
-        """Cached facts of numbers already decided (by validation), found by E.164 form."""
-        with duckdb.connect() as con:
-            con.register("batch_numbers", pa.table({"n": _as_chunked(e164)}))
-            con.execute(
-                "CREATE TEMP TABLE wanted AS "
-                "SELECT DISTINCT n FROM batch_numbers WHERE n IS NOT NULL"
-            )
-            return self._lookup(con, "e164")
-
     def source_sql(self) -> str | None:
         """A DuckDB FROM-clause source reading every cached fact, or None when none is."""
         files = self.files()

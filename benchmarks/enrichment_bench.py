@@ -194,10 +194,10 @@ def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
         relation = enrich_calls(con, "batch_calls", source)
         facts_done = time.perf_counter()
     else:
-        # ingest.validate_batch_files: facts by number string (the cold run decides them
-        # into the cache); "facts s" is those look-ups. Then enrich_batch's path as above.
-        # As validation does: the raw rows VALIDATE_CHUNK_ROWS at a time, each chunk's
-        # numbers looked up (and the misses decided) with the columns validation reads.
+        # As ingest.validate_batch_files does: VALIDATE_CHUNK_ROWS rows at a time, each
+        # chunk's numbers looked up with the fact columns validation reads (the cold run
+        # decides the misses into the cache); "facts s" is those look-ups. Then
+        # enrich_batch's path as above.
         numbers_read = time.perf_counter()
         calls_file = pq.ParquetFile(calls)
         for chunk in calls_file.iter_batches(

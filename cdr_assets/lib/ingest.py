@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -248,8 +248,7 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
     totals = ValidationResult(rows_read=0, rows_accepted=0, rows_rejected=0, reason_counts={})
     refused_per_file: dict[str, int] = {}
     try:
-        for chunk in raw.iter_batches(batch_size=VALIDATE_CHUNK_ROWS):
-            table = pa.Table.from_batches([chunk])
+        for table in _raw_chunks(raw):
             numbers = pa.chunked_array(
                 table["called_number"].chunks + table["caller_number"].chunks, type=pa.string()
             )
@@ -269,18 +268,6 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
                 ).fetchall():
                     refused_per_file[str(file)] = refused_per_file.get(str(file), 0) + int(n)
             totals = _add_results(totals, result)
-        if not writers:  # no row at all: empty files with the columns
-            with duckdb.connect() as con:
-                validate_batch(
-                    con,
-                    RAW_SCHEMA.empty_table(),
-                    cache.facts_for(pa.chunked_array([], pa.string())),
-                    batch_id=batch_id,
-                    source_timezone=settings.source_timezone,
-                    max_duration_seconds=settings.max_duration_seconds,
-                )
-                for name, view in _VALIDATION_OUTPUTS:
-                    _append(writers, name, temporaries[name], con.table(view).to_arrow_table())
         for name, path in outputs.items():
             writers.pop(name).close()
             os.replace(temporaries[name], path)
@@ -312,6 +299,17 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
         reason_counts=totals.reason_counts,
         batch_id=batch_id,
     )
+
+
+def _raw_chunks(raw: pq.ParquetFile) -> Iterator[pa.Table]:
+    """The raw rows VALIDATE_CHUNK_ROWS at a time; one empty table when there is no row, so
+    that the output files are written with their columns all the same."""
+    empty = True
+    for batch in raw.iter_batches(batch_size=VALIDATE_CHUNK_ROWS):
+        empty = False
+        yield pa.Table.from_batches([batch])
+    if empty:
+        yield RAW_SCHEMA.empty_table()
 
 
 def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: pa.Table) -> None:

@@ -205,8 +205,8 @@ def rerate(settings: Settings, progress: Progress) -> int:
     from cdr_assets.lib.rating import load_decks
     from cdr_assets.lib.warehouse import Warehouse, sql_file_list
 
-    version = load_decks(settings.rates_dir).version
     warehouse = Warehouse(settings.warehouse_dir)
+    version = load_decks(settings.rates_dir, warehouse.rate_decks_dir).version
     seqs = warehouse.batch_seqs()
     stale = []
     with duckdb.connect() as con:

@@ -346,7 +346,7 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
     A deck that breaks the billing contract raises ``DeckError`` (naming file, line and
     rule): the batch stops here rather than price a call wrongly.
     """
-    decks = rating.load_decks(settings.rates_dir)
+    decks = rating.load_decks(settings.rates_dir, warehouse.rate_decks_dir)
     with step_connection(warehouse, keep_order=False) as con:
         con.execute(
             "CREATE TEMP VIEW batch_validated AS SELECT * FROM read_parquet("

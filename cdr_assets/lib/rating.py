@@ -7,6 +7,8 @@ This module owns the billing contract of ``docs/rating.md``:
   the file, the line and the rule, and returns the decks as Arrow tables (:class:`RateDecks`).
 * :func:`rate_calls` prices a table of calls in DuckDB and returns a lazy relation with the
   rating columns appended.
+* :func:`write_snapshot` keeps the decks of a version in the warehouse, and :func:`load_decks`
+  reads decks from such a snapshot instead of parsing files with the same content again.
 
 Money never goes through a binary float. Rates are parsed as :class:`~decimal.Decimal`, stored
 as Arrow/DuckDB ``DECIMAL`` and, for the arithmetic, as integers scaled by a common power of
@@ -14,7 +16,7 @@ ten; amounts are rounded half-up with integer (HUGEINT) division. Rating is set-
 few narrow equality joins per call against lookup tables built once per deck version, never a
 Python loop per call.
 
-The module knows nothing about Dagster: assets call these two functions.
+The module knows nothing about Dagster: assets call these functions.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cdr_assets.lib.warehouse import write_relation_atomic, write_text_atomic
 
 __all__ = [
     "CALL_TYPES",
@@ -49,6 +54,7 @@ __all__ = [
     "RatingConfig",
     "load_decks",
     "rate_calls",
+    "write_snapshot",
 ]
 
 CALL_TYPES = ("local", "national", "international")
@@ -583,23 +589,42 @@ def _deck_files(rates_dir: Path) -> list[Path]:
     return [p for p in [*names, rates_dir / RETAIL_FILE] if p.is_file()]
 
 
-def load_decks(rates_dir: Path) -> RateDecks:
+def _hash_files(rates_dir: Path) -> dict[str, str]:
+    """The sha256 of every file ``load_decks`` reads, by path relative to ``rates_dir``."""
+    return {
+        path.relative_to(rates_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in _deck_files(rates_dir)
+    }
+
+
+def _deck_version(files: dict[str, str]) -> str:
+    """The version of the decks read from ``files`` (relative path -> sha256)."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(f"{rel}\0{files[rel]}\n".encode())
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def load_decks(rates_dir: Path, snapshots: Path | None = None) -> RateDecks:
     """Read and validate every deck under ``rates_dir``; raise :class:`DeckError` on any fault.
 
     Decks with the same content as decks this process already loaded from the folder are
-    returned as loaded (they were valid then, and are the same bytes now).
+    returned as loaded (they were valid then, and are the same bytes now). Otherwise, when
+    ``snapshots`` (the warehouse's ``rate_decks`` folder) holds a snapshot of decks read from
+    files with the same content (see :func:`write_snapshot`), the decks are read from it
+    instead of being parsed and checked again; a missing or unusable snapshot is ignored.
     """
     rates_dir = Path(rates_dir)
     if not rates_dir.is_dir():
         return _load_decks(rates_dir)  # raises, naming the folder
-    hashes = {
-        path.relative_to(rates_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in _deck_files(rates_dir)
-    }
+    hashes = _hash_files(rates_dir)
     key = (str(rates_dir.resolve()), json.dumps(hashes, sort_keys=True))
     decks = _LOADED.get(key)
     if decks is None:
-        decks = _load_decks(rates_dir)
+        if snapshots is not None:
+            decks = _read_snapshot(Path(snapshots) / _deck_version(hashes), hashes)
+        if decks is None:
+            decks = _load_decks(rates_dir)
         _LOADED.clear()  # one set of decks at a time: they can be large
         if decks.files == hashes:  # not changed while it was read
             _LOADED[key] = decks
@@ -642,17 +667,145 @@ def _load_decks(rates_dir: Path) -> RateDecks:
         [_deck_schema(scale, True).empty_table()]
         + [_rescale(table, scale) for table in cost_tables]
     )
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        digest.update(f"{rel}\0{files[rel]}\n".encode())
     return RateDecks(
         config=config,
         carriers=carriers,
         cost=cost.combine_chunks(),
         retail=None if retail is None else _rescale(retail, scale),
-        version=digest.hexdigest()[:VERSION_LENGTH],
+        version=_deck_version(files),
         files=dict(sorted(files.items())),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------------------------
+#
+# The warehouse keeps the decks of every version under ``rate_decks/<version>/``, so that a
+# bill priced by a version can be explained after the files change: the cost and retail tables
+# as Parquet, and ``decks.json`` with the configuration, the carriers and the sha256 of every
+# file read. Each file is renamed into place when complete, ``decks.json`` last. A snapshot
+# also spares a new process the parsing and checking of files with the same content: reading
+# it takes a fraction of the time.
+
+SNAPSHOT_META = "decks.json"
+COST_SNAPSHOT = "cost.parquet"
+RETAIL_SNAPSHOT = "retail.parquet"
+# Raise it when the decks ``_load_decks`` builds from the same files change (a new rule, a new
+# column): snapshots of another format are then parsed again, and written anew. Snapshots
+# written before decks.json recorded it are format 1.
+SNAPSHOT_FORMAT = 1
+# What reading a missing, partial or damaged snapshot can raise; decks.json that does not
+# describe the files read raises ValueError.
+_SNAPSHOT_ERRORS = (OSError, ValueError, TypeError, KeyError, ArithmeticError, pa.ArrowException)
+
+
+def write_snapshot(decks: RateDecks, snapshots: Path) -> Path:
+    """Keep ``decks`` under ``snapshots/<version>/`` and return that folder.
+
+    Nothing is written when the folder already holds a usable snapshot of these files; a
+    partial, damaged or outdated one is written again.
+    """
+    folder = Path(snapshots) / decks.version
+    if _read_snapshot(folder, decks.files) is not None:
+        return folder
+    with duckdb.connect() as con:
+        write_relation_atomic(con.from_arrow(decks.cost), folder / COST_SNAPSHOT)
+        if decks.retail is not None:
+            write_relation_atomic(con.from_arrow(decks.retail), folder / RETAIL_SNAPSHOT)
+    write_text_atomic(folder / SNAPSHOT_META, json.dumps(_snapshot_meta(decks), indent=1))
+    return folder
+
+
+def _snapshot_meta(decks: RateDecks) -> dict[str, Any]:
+    """The content of ``decks.json``."""
+    return {
+        "version": decks.version,
+        "currency": decks.config.currency,
+        "money_decimals": decks.config.money_decimals,
+        "markup": None if decks.config.markup is None else str(decks.config.markup),
+        "carriers": decks.carriers,
+        "files": decks.files,
+        "snapshot_format": SNAPSHOT_FORMAT,
+    }
+
+
+def _read_snapshot(folder: Path, files: dict[str, str]) -> RateDecks | None:
+    """The decks read from ``files`` as kept in the snapshot ``folder``, or None when the
+    folder holds no usable snapshot of them."""
+    try:
+        return _snapshot_decks(folder, files)
+    except _SNAPSHOT_ERRORS:
+        return None
+
+
+def _snapshot_decks(folder: Path, files: dict[str, str]) -> RateDecks:
+    """The decks of the snapshot ``folder``; raises when it does not hold decks read from
+    ``files`` in this snapshot format."""
+    meta = json.loads((folder / SNAPSHOT_META).read_text(encoding="utf-8"))
+    if (
+        not isinstance(meta, dict)
+        or meta.get("snapshot_format", 1) != SNAPSHOT_FORMAT
+        or meta.get("version") != folder.name
+        or meta.get("files") != files
+    ):
+        raise ValueError(f"{SNAPSHOT_META} does not describe the files read")
+    cost = _read_parquet(folder / COST_SNAPSHOT)
+    retail = _read_parquet(folder / RETAIL_SNAPSHOT) if RETAIL_FILE in files else None
+    scale = _snapshot_scale([cost] if retail is None else [cost, retail])
+    return RateDecks(
+        config=_snapshot_config(meta),
+        carriers=_snapshot_carriers(meta["carriers"]),
+        cost=_snapshot_table(cost, _deck_schema(scale, True)),
+        retail=None if retail is None else _snapshot_table(retail, _deck_schema(scale, False)),
+        version=folder.name,
+        files=dict(sorted(files.items())),
+    )
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """One Parquet file. ``pq.read_table`` would first import ``pyarrow.dataset``, which takes
+    longer than reading the decks."""
+    with pq.ParquetFile(path) as parquet:
+        return parquet.read()
+
+
+def _snapshot_scale(tables: list[pa.Table]) -> int:
+    """The scale of the rates and fees of ``tables``, one decimal type for all as in
+    ``_load_decks``."""
+    types = {
+        table.schema.field(name).type
+        for table in tables
+        for name in ("rate_per_minute", "connection_fee")
+    }
+    money = types.pop() if len(types) == 1 else None
+    if money is None or not pa.types.is_decimal(money) or money.scale > MAX_RATE_DECIMALS:
+        raise TypeError("the rates and fees of the snapshot are not of one decimal type")
+    return int(money.scale)
+
+
+def _snapshot_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A deck read from Parquet, with exactly the schema ``_load_decks`` gives it."""
+    if table.column_names != schema.names:
+        raise ValueError("the columns of the snapshot are not those of a deck")
+    return table.cast(schema).combine_chunks()
+
+
+def _snapshot_config(meta: dict[str, Any]) -> RatingConfig:
+    currency, decimals, markup = meta["currency"], meta["money_decimals"], meta["markup"]
+    if (
+        not isinstance(currency, str)
+        or type(decimals) is not int
+        or not (markup is None or isinstance(markup, str))
+    ):
+        raise TypeError(f"the configuration in {SNAPSHOT_META} is not of the expected types")
+    return RatingConfig(currency, decimals, None if markup is None else Decimal(markup))
+
+
+def _snapshot_carriers(carriers: Any) -> dict[str, str]:
+    if not isinstance(carriers, dict) or not all(isinstance(v, str) for v in carriers.values()):
+        raise TypeError(f"the carriers in {SNAPSHOT_META} are not a mapping of names")
+    return dict(carriers)
 
 
 # --------------------------------------------------------------------------------------------

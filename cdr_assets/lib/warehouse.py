@@ -8,6 +8,7 @@ Layout under ``CDR_WAREHOUSE_DIR``::
     validated/<batch_id>.parquet         accepted rows, typed
     rated/<batch_id>.parquet             accepted rows with cost, revenue, margin, status
     rate_decks/<version>/                the decks that priced calls, kept to explain bills
+                                         and read instead of deck files of the same content
     rejected_cdrs/<batch_id>.parquet     refused rows with their reasons
     landed_files/<batch_id>.parquet      one row per file of the batch
     duplicate_cdrs/<batch_id>.parquet    accepted rows set aside as duplicates
@@ -55,6 +56,11 @@ class Warehouse:
     @property
     def state_dir(self) -> Path:
         return self.root / "_state"
+
+    @property
+    def rate_decks_dir(self) -> Path:
+        """``rate_decks/``: a snapshot of each deck version (``rating.write_snapshot``)."""
+        return self.root / "rate_decks"
 
     @property
     def serving_path(self) -> Path:

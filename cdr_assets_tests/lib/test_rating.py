@@ -8,6 +8,7 @@ with a deliberately naive pure-Python reading of the contract on random decks an
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import tempfile
@@ -21,6 +22,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -912,6 +915,224 @@ def test_rating_is_set_based_and_scales(simple: Path) -> None:
     # 100 calls per duration 0..199; 0 s is unanswered; 1-60 s bill one minute, 61-120 two...
     minutes = sum(100 * ((d + 59) // 60) for d in range(1, 200))
     assert (count, total) == (20000, D("0.04") * minutes)
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots: the decks kept in the warehouse, read back by later processes
+# --------------------------------------------------------------------------------------------
+
+
+def snapshot_rates(root: Path) -> Path:
+    """Decks with effective windows (dates, a datetime with an offset), empty and set call
+    types, connection fees, rates of several scales, a deck without rows, carriers, a retail
+    deck and the markup of CONFIG."""
+    return write_rates(
+        root,
+        {
+            "carrier_a": deck(
+                "44,UK,,0.04,0.01,60/60,,2024-03-01",
+                "44,UK new,,0.045,,1/1,2024-03-01T02:00:00+02:00,",
+                "447,UK mobile,international,0.1234,,30/6,,",
+            ),
+            "carrier_b": deck("1,US,national,0.01,,,2024-01-01T00:00:00,2025-01-01"),
+            "carrier_c": deck(),
+        },
+        retail=deck(",World,,1.5,,,,", "44,UK,international,0.2,0.05,1/1,2024-01-01,"),
+        carriers="carrier_id,name\ncarrier_a,Alpha\ncarrier_b,Beta\n",
+    )
+
+
+def parse_nothing(rates_dir: Path) -> RateDecks:
+    raise AssertionError(f"{rates_dir.name} parsed: the snapshot was not used")
+
+
+def as_in_a_new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the decks this process loaded."""
+    monkeypatch.setattr(rating, "_LOADED", {})
+
+
+def test_decks_read_from_a_snapshot_equal_the_parsed_decks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rates, snapshots = snapshot_rates(tmp_path), tmp_path / "rate_decks"
+    parsed = load_decks(rates)
+    assert parsed.retail is not None and parsed.config.markup == D("1.5")
+    assert None in parsed.cost.column("call_type").to_pylist()
+    assert parsed.cost.column("effective_from").null_count < parsed.cost.num_rows
+    assert rating.write_snapshot(parsed, snapshots) == snapshots / parsed.version
+    as_in_a_new_process(monkeypatch)
+    monkeypatch.setattr(rating, "_load_decks", parse_nothing)
+
+    read = load_decks(rates, snapshots)
+    assert read is not parsed
+    assert read.config == parsed.config and isinstance(read.config.markup, Decimal)
+    assert (read.carriers, read.version) == (parsed.carriers, parsed.version)
+    assert list(read.files.items()) == list(parsed.files.items())
+    assert read.retail is not None
+    for ours, theirs in ((read.cost, parsed.cost), (read.retail, parsed.retail)):
+        assert ours.schema.equals(theirs.schema, check_metadata=False)
+        assert ours.equals(theirs)
+    calls = [
+        call(start_time=datetime(2024, 2, 1, tzinfo=UTC), duration_seconds=61),
+        call(called_number="+447911", duration_seconds=45),
+        call(called_number="+15551234567", call_type="national", carrier_id="carrier_b"),
+        call(carrier_id="carrier_c"),
+    ]
+    assert rate(read, calls) == rate(parsed, calls)
+
+
+def test_a_new_process_reads_the_snapshot_instead_of_parsing_and_keeps_it(
+    simple: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshots = tmp_path / "rate_decks"
+    parsed = load_decks(simple)
+    folder = rating.write_snapshot(parsed, snapshots)
+    written = {path.name: path.stat().st_ino for path in folder.iterdir()}
+    assert sorted(written) == ["cost.parquet", "decks.json"]  # no retail deck
+    rating.write_snapshot(parsed, snapshots)  # a usable snapshot is left as it is
+    assert {path.name: path.stat().st_ino for path in folder.iterdir()} == written
+    as_in_a_new_process(monkeypatch)
+    monkeypatch.setattr(rating, "_load_decks", parse_nothing)
+    with pytest.raises(AssertionError, match="the snapshot was not used"):
+        load_decks(simple)  # without the warehouse's snapshots the decks are parsed
+
+    read = load_decks(simple, snapshots)
+    assert read.retail is None and read.cost.equals(parsed.cost)
+    assert read.version == parsed.version
+    assert load_decks(simple, snapshots) is read  # then kept in this process, as parsed decks
+    assert load_decks(simple) is read
+
+
+def test_a_snapshot_without_a_format_is_read_and_one_of_another_format_is_not(
+    simple: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshots = tmp_path / "rate_decks"
+    meta_path = rating.write_snapshot(load_decks(simple), snapshots) / "decks.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    del meta["snapshot_format"]  # as written before decks.json recorded it
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    as_in_a_new_process(monkeypatch)
+    monkeypatch.setattr(rating, "_load_decks", parse_nothing)
+    assert load_decks(simple, snapshots).version == meta["version"]
+
+    meta_path.write_text(
+        json.dumps({**meta, "snapshot_format": rating.SNAPSHOT_FORMAT + 1}), encoding="utf-8"
+    )
+    as_in_a_new_process(monkeypatch)
+    with pytest.raises(AssertionError, match="the snapshot was not used"):
+        load_decks(simple, snapshots)
+
+
+def test_a_changed_deck_is_parsed_not_read_from_the_old_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rates, snapshots = snapshot_rates(tmp_path), tmp_path / "rate_decks"
+    old = load_decks(rates)
+    rating.write_snapshot(old, snapshots)
+    (rates / "cost" / "carrier_b.csv").write_text(deck("1,US,national,0.02,,,,"), "utf-8")
+    as_in_a_new_process(monkeypatch)
+    new = load_decks(rates, snapshots)
+    assert new.version != old.version and new.files != old.files
+    assert new.cost.filter(pc.field("carrier_id") == "carrier_b")[
+        "rate_per_minute"
+    ].to_pylist() == [D("0.02")]
+
+    # The old snapshot under the new version's name (as if the short versions collided) is not
+    # read either: its files are not those read.
+    shutil.copytree(snapshots / old.version, snapshots / new.version)
+    meta_path = snapshots / new.version / "decks.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, "version": new.version}), encoding="utf-8")
+    as_in_a_new_process(monkeypatch)
+    again = load_decks(rates, snapshots)
+    assert again.files == new.files and again.cost.equals(new.cost)
+
+
+def test_a_snapshot_of_other_lossless_types_is_read_with_the_deck_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rates, snapshots = snapshot_rates(tmp_path), tmp_path / "rate_decks"
+    parsed = load_decks(rates)
+    folder = rating.write_snapshot(parsed, snapshots)
+    wider = pa.schema(
+        [
+            field.with_type(pa.large_string()) if field.type == pa.string() else field
+            for field in parsed.cost.schema
+        ]
+    )
+    pq.write_table(parsed.cost.cast(wider), folder / "cost.parquet")
+    assert pq.read_table(folder / "cost.parquet").schema.field("prefix").type == pa.large_string()
+    as_in_a_new_process(monkeypatch)
+    monkeypatch.setattr(rating, "_load_decks", parse_nothing)
+    read = load_decks(rates, snapshots)
+    assert read.cost.schema.equals(parsed.cost.schema, check_metadata=False)
+    assert read.cost.equals(parsed.cost)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_meta(folder: Path, **changes: Any) -> None:
+    path = folder / "decks.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**meta, **changes}), encoding="utf-8")
+
+
+def _other_files(folder: Path) -> None:
+    files = json.loads((folder / "decks.json").read_text(encoding="utf-8"))["files"]
+    _edit_meta(folder, files={**files, "cost/carrier_a.csv": "0" * 64})
+
+
+def _float_rates(folder: Path) -> None:
+    cost = pq.read_table(folder / "cost.parquet")
+    index = cost.schema.get_field_index("rate_per_minute")
+    rates = cost.column(index).cast(pa.float64())
+    pq.write_table(cost.set_column(index, "rate_per_minute", rates), folder / "cost.parquet")
+
+
+DAMAGES = {
+    "cost.parquet truncated": lambda folder: _truncate(folder / "cost.parquet"),
+    "cost.parquet with float rates": _float_rates,
+    "retail.parquet missing": lambda folder: (folder / "retail.parquet").unlink(),
+    "decks.json truncated": lambda folder: _truncate(folder / "decks.json"),
+    "decks.json not an object": lambda folder: (folder / "decks.json").write_text("[]"),
+    "decks.json with other files": _other_files,
+    "decks.json with a bad markup": lambda folder: _edit_meta(folder, markup="1,5"),
+    "decks.json without carriers": lambda folder: _edit_meta(folder, carriers=None),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_snapshot_is_ignored_then_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    rates, snapshots = snapshot_rates(tmp_path), tmp_path / "rate_decks"
+    parsed = load_decks(rates)
+    DAMAGES[damage](rating.write_snapshot(parsed, snapshots))
+    parses: list[Path] = []
+    parse = rating._load_decks
+
+    def counted(rates_dir: Path) -> RateDecks:
+        parses.append(rates_dir)
+        return parse(rates_dir)
+
+    monkeypatch.setattr(rating, "_load_decks", counted)
+    as_in_a_new_process(monkeypatch)
+    decks = load_decks(rates, snapshots)
+    assert parses == [rates]
+    assert decks.retail is not None and parsed.retail is not None
+    assert decks.cost.equals(parsed.cost) and decks.retail.equals(parsed.retail)
+    assert (decks.config, decks.carriers, decks.version) == (
+        parsed.config,
+        parsed.carriers,
+        parsed.version,
+    )
+
+    rating.write_snapshot(decks, snapshots)  # repaired
+    as_in_a_new_process(monkeypatch)
+    assert load_decks(rates, snapshots).cost.equals(parsed.cost)
+    assert parses == [rates]
 
 
 # --------------------------------------------------------------------------------------------

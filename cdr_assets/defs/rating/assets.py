@@ -7,7 +7,6 @@ an older one show as stale in the UI; ``cdr-pipeline rerate`` (or materialising 
 amounts in ``cdrs``.
 """
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from cdr_assets.defs.partitions import landing_batches
 from cdr_assets.defs.reporting import parquet_metadata, report
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.lib import ingest, rating
-from cdr_assets.lib.warehouse import sql_file_list, write_relation_atomic, write_text_atomic
+from cdr_assets.lib.warehouse import sql_file_list
 
 OWNERS = ["team:cdr-data"]
 
@@ -31,29 +30,11 @@ OWNERS = ["team:cdr-data"]
 )
 def rate_decks(context: dg.AssetExecutionContext, cdr: CdrPipeline) -> dg.MaterializeResult:
     """The carrier cost decks and the retail deck, validated, with their version."""
-    decks = rating.load_decks(cdr.settings.rates_dir)
-    snapshot = cdr.warehouse.root / "rate_decks" / decks.version
-    if not (snapshot / "decks.json").exists():
-        # Kept so that a bill priced by this version can be explained after the files change.
-        # Each file under a temporary name, renamed into place when complete; decks.json last.
-        with duckdb.connect() as con:
-            write_relation_atomic(con.from_arrow(decks.cost), snapshot / "cost.parquet")
-            if decks.retail is not None:
-                write_relation_atomic(con.from_arrow(decks.retail), snapshot / "retail.parquet")
-        write_text_atomic(
-            snapshot / "decks.json",
-            json.dumps(
-                {
-                    "version": decks.version,
-                    "currency": decks.config.currency,
-                    "money_decimals": decks.config.money_decimals,
-                    "markup": None if decks.config.markup is None else str(decks.config.markup),
-                    "carriers": decks.carriers,
-                    "files": decks.files,
-                },
-                indent=1,
-            ),
-        )
+    snapshots = cdr.warehouse.rate_decks_dir
+    decks = rating.load_decks(cdr.settings.rates_dir, snapshots)
+    # Kept so that a bill priced by this version can be explained after the files change, and
+    # read by later runs instead of the deck files with the same content.
+    snapshot = rating.write_snapshot(decks, snapshots)
     report(context, f"decks version {decks.version}: {len(decks.files)} files")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(decks.version),

@@ -3,7 +3,11 @@
 Design. A day's marts are a function of that day's ``cdrs`` files alone, and a month's
 ``monthly_summary`` a function of its days' ``route_daily`` (day x carrier x called
 country x call type), so a run that changes some days rebuilds exactly those days and
-their months, and nothing else. Each table is one Parquet file per partition,
+their months, and nothing else. Each ``cdrs`` file is summed once into cells (UTC hour x
+carrier x called country x call type, ``FILE_CELLS_SQL``) kept under
+``_state/mart_cells/<day>/``; a day's marts are built from its files' cells, so a late file
+into a large day costs the sums of its own rows. ``reconcile_day`` still checks the marts
+against the ``cdrs`` rows themselves. Each table is one Parquet file per partition,
 ``<table>/<YYYY-MM-DD>.parquet`` (``monthly_summary/<YYYY-MM>.parquet``), written aside and
 renamed into place; a day that has no calls any more has no mart files.
 
@@ -28,8 +32,10 @@ from pathlib import Path
 import duckdb
 
 from cdr_assets.lib.warehouse import (
+    DAY_CACHE_DIRS,
     Warehouse,
     copy_to_parquet_atomic,
+    day_file_aggregates,
     read_parquet_sql,
     remove_file,
 )
@@ -44,6 +50,7 @@ DAY_TABLES = (
 MONTH_TABLES = ("monthly_summary",)
 MART_TABLES = DAY_TABLES + MONTH_TABLES
 RATE_DECIMALS = 6  # decimals of cost_per_minute
+CELLS_DIR = DAY_CACHE_DIRS[0]  # under the warehouse's _state folder, one folder per day
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MONTH_RE = re.compile(r"\d{4}-\d{2}")
@@ -66,12 +73,31 @@ CREATE OR REPLACE TEMP MACRO per_minute(amount, seconds) AS (
 # round-half-up of n / d for d > 0 is sign(n) * ((2|n| + d) // 2d); here n = amount units *
 # 60 and d = seconds * 10^(12 - RATE_DECIMALS).
 
-_MEASURES = """
+# Every day mart is an aggregate of the day's calls at a grain no mart is finer than: UTC
+# hour x carrier x called country x call type. Each cdrs file's calls are summed to that grain
+# once (``FILE_CELLS_SQL``, kept under ``_state/mart_cells/<day>/``) and the day's marts are
+# built from the cells of its files, so a late file costs the marts of its own rows only.
+FILE_CELLS_SQL = """
+SELECT date_trunc('hour', start_time) AS call_hour, carrier_id, called_country, call_type,
+    min(called_country_name) AS called_country_name,
     count(*) AS calls,
     count(*) FILTER (WHERE disposition = 'ANSWERED') AS answered_calls,
+    sum(duration_seconds)::BIGINT AS duration_seconds,
+    sum(duration_seconds) FILTER (WHERE disposition = 'ANSWERED')::BIGINT AS answered_seconds,
+    sum(billable_seconds)::BIGINT AS billable_seconds,
+    sum(cost) AS cost, sum(revenue) AS revenue, sum(margin) AS margin,
+    count(*) FILTER (WHERE rating_status IN ('unknown_carrier', 'no_rate')) AS unrated_calls
+FROM file_cdrs
+GROUP BY ALL
+"""
+CELLS_VERSION = "1"  # part of the cells' cache key: change it when FILE_CELLS_SQL changes
+
+# The measures of a group of cells (sums of sums: exact, and typed as summing the calls was).
+_MEASURES = """
+    sum(calls)::BIGINT AS calls,
+    sum(answered_calls)::BIGINT AS answered_calls,
     coalesce(sum(duration_seconds), 0)::BIGINT AS duration_seconds,
-    coalesce(sum(duration_seconds) FILTER (WHERE disposition = 'ANSWERED'), 0)::BIGINT
-        AS answered_seconds,
+    coalesce(sum(answered_seconds), 0)::BIGINT AS answered_seconds,
     coalesce(sum(billable_seconds), 0)::BIGINT AS billable_seconds,
     coalesce(sum(cost), 0) AS cost,
     coalesce(sum(revenue), 0) AS revenue,
@@ -88,12 +114,12 @@ def _ratios(prefix: str = "") -> str:
 
 DAILY_SUMMARY_SQL = f"""
 WITH totals AS (SELECT {_MEASURES},
-        count(*) FILTER (WHERE call_type = 'local') AS local_calls,
-        count(*) FILTER (WHERE call_type = 'national') AS national_calls,
-        count(*) FILTER (WHERE call_type = 'international') AS international_calls,
-        count(*) FILTER (WHERE rating_status IN ('unknown_carrier', 'no_rate'))
-            AS unrated_calls
-    FROM day_cdrs),
+        coalesce(sum(calls) FILTER (WHERE call_type = 'local'), 0)::BIGINT AS local_calls,
+        coalesce(sum(calls) FILTER (WHERE call_type = 'national'), 0)::BIGINT AS national_calls,
+        coalesce(sum(calls) FILTER (WHERE call_type = 'international'), 0)::BIGINT
+            AS international_calls,
+        sum(unrated_calls)::BIGINT AS unrated_calls
+    FROM day_cells),
 busy AS (
     SELECT call_hour, erlangs, calls FROM hours
     ORDER BY erlangs DESC, calls DESC, call_hour LIMIT 1
@@ -112,9 +138,8 @@ WHERE t.calls > 0
 HOURS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE hours AS
 SELECT *, answered_seconds / 3600.0 AS erlangs FROM (
-    SELECT CAST($day AS DATE) AS call_date, date_trunc('hour', start_time) AS call_hour,
-        {_MEASURES}
-    FROM day_cdrs GROUP BY 2
+    SELECT CAST($day AS DATE) AS call_date, call_hour, {_MEASURES}
+    FROM day_cells GROUP BY call_hour
 );
 """
 
@@ -130,7 +155,7 @@ SELECT CAST($day AS DATE) AS call_date, carrier_id, calls, answered_calls, {_rat
     duration_seconds, answered_seconds, billable_seconds, cost, revenue, margin,
     per_minute(cost, billable_seconds) AS cost_per_minute,
     per_minute(revenue, billable_seconds) AS revenue_per_minute
-FROM (SELECT carrier_id, {_MEASURES} FROM day_cdrs GROUP BY carrier_id)
+FROM (SELECT carrier_id, {_MEASURES} FROM day_cells GROUP BY carrier_id)
 ORDER BY carrier_id
 """
 
@@ -140,14 +165,14 @@ SELECT CAST($day AS DATE) AS call_date, called_country, called_country_name, cal
     cost, revenue, margin, 100.0 * calls / sum(calls) OVER () AS share_pct
 FROM (
     SELECT called_country, min(called_country_name) AS called_country_name, {_MEASURES}
-    FROM day_cdrs GROUP BY called_country
+    FROM day_cells GROUP BY called_country
 )
 ORDER BY calls DESC, called_country NULLS LAST
 """
 
 ROUTE_DAILY_SQL = f"""
 SELECT CAST($day AS DATE) AS call_date, carrier_id, called_country, call_type, {_MEASURES}
-FROM day_cdrs GROUP BY carrier_id, called_country, call_type
+FROM day_cells GROUP BY carrier_id, called_country, call_type
 ORDER BY carrier_id, called_country NULLS LAST, call_type NULLS LAST
 """
 
@@ -205,11 +230,18 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def day_cells(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: str) -> list[Path]:
+    """The cells of each of the day's cdrs files (summed now for files that have none)."""
+    return day_file_aggregates(
+        con, warehouse, CELLS_DIR, check_day(day), FILE_CELLS_SQL, CELLS_VERSION
+    )
+
+
 def _open_day(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: str) -> bool:
-    files = warehouse.table_files_for_day(day)
-    if not files:
+    cells = day_cells(con, warehouse, day)
+    if not cells:
         return False
-    con.execute(f"CREATE OR REPLACE TEMP VIEW day_cdrs AS SELECT * FROM {read_parquet_sql(files)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW day_cells AS SELECT * FROM {read_parquet_sql(cells)}")
     con.execute(HOURS_SQL, {"day": day})
     return True
 

@@ -16,8 +16,9 @@ CDR_RETENTION_REJECTED_DAYS 400         a batch's refused data: ``rejected_cdrs/
                                         ``landing_rejected/<batch>/`` (the only copy of what
                                         was refused, hence the long default)
 CDR_RETENTION_CDRS_DAYS     400         ``cdrs/call_date=<day>/*.parquet`` by call date,
-                                        and the fraud rules' cache of the day's hourly
-                                        traffic ``_state/fraud_traffic_cells/<day>/``
+                                        and the caches of the day's per-file aggregates
+                                        ``_state/<cache>/<day>/`` (marts' and fraud
+                                        rules' cells)
 CDR_RETENTION_MARTS_DAYS    forever     ``<mart>/<YYYY-MM-DD>.parquet`` and
                                         ``fraud_alerts/<YYYY-MM-DD>.parquet`` by day, and
                                         ``monthly_summary/<YYYY-MM>.parquet`` once the whole
@@ -66,7 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cdr_assets.lib.marts import DAY_TABLES, MONTH_TABLES
-from cdr_assets.lib.warehouse import PUBLISHED, Warehouse, remove_file
+from cdr_assets.lib.warehouse import DAY_CACHE_DIRS, PUBLISHED, Warehouse, remove_file
 
 # The kinds of item, each with its own number of days.
 BATCH, REJECTED, CDRS, MARTS = "batch", "rejected", "cdrs", "marts"
@@ -81,11 +82,10 @@ BATCH_LAYER_FILES = (
     "enriched/{b}.parquet",
 )
 REJECTED_FILES = ("rejected_cdrs/{b}.parquet", "duplicate_cdrs/{b}.parquet")
-# The fraud alerts of a day are kept like its marts; the hourly traffic cells the fraud
-# rules cache per day (``_state/fraud_traffic_cells/<day>/``) go with the day's cdrs.
+# The fraud alerts of a day are kept like its marts; the caches of per-file aggregates of a
+# day's cdrs (``_state/<cache>/<day>/``, ``warehouse.DAY_CACHE_DIRS``) go with its cdrs.
 DAY_MART_TABLES = (*DAY_TABLES, "fraud_alerts")
 MONTH_MART_TABLES = MONTH_TABLES
-TRAFFIC_CELLS_DIR = "_state/fraud_traffic_cells"
 
 DEFAULT_BATCH_DAYS = 30
 DEFAULT_REJECTED_DAYS = 400
@@ -363,8 +363,10 @@ def plan_retention(warehouse: Warehouse, policy: RetentionPolicy, today: date) -
             day = _parse_day(key)
             if day is not None and day < cdrs_cut and folder.is_dir():
                 add(CDRS, key, sorted(folder.glob("*.parquet")))
-    cells = root / TRAFFIC_CELLS_DIR
-    if cdrs_cut is not None and cells.is_dir():
+    for cache in DAY_CACHE_DIRS:
+        cells = warehouse.state_dir / cache
+        if cdrs_cut is None or not cells.is_dir():
+            continue
         for folder in sorted(cells.iterdir()):
             day = _parse_day(folder.name)
             if day is not None and day < cdrs_cut and folder.is_dir():

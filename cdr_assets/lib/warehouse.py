@@ -14,6 +14,7 @@ Layout under ``CDR_WAREHOUSE_DIR``::
     duplicate_cdrs/<batch_id>.parquet    accepted rows set aside as duplicates
     cdrs/call_date=<day>/<batch_id>.parquet   the deduplicated calls a batch kept, per day
     number_facts/...                     the parsed-number cache
+    _state/<cache>/<day>/                caches of what a day's cdrs give (DAY_CACHE_DIRS)
     landing_archive/<batch_id>/<file>    processed landing files
     landing_rejected/<batch_id>/<file>   unreadable landing files, with <file>.error.txt
     cdr.duckdb                           the read-only serving file for BI tools
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -389,6 +391,48 @@ def read_parquet_sql(paths: list[Path]) -> str:
             f"SELECT *{replace} FROM read_parquet({sql_file_list(group)}, union_by_name = true)"
         )
     return "(" + " UNION ALL BY NAME ".join(selects) + ")"
+
+
+# Caches of what a day's cdrs files give (the marts' cells, the fraud rules' traffic cells,
+# candidate alerts and negative-margin parts), one folder per day under ``_state``:
+# retention removes a day's with its cdrs.
+DAY_CACHE_DIRS = ("mart_cells", "fraud_traffic_cells", "fraud_candidates", "fraud_negative_margin")
+
+
+def day_file_aggregates(
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    cache: str,
+    day: str,
+    query: str,
+    version: str,
+) -> list[Path]:
+    """``query`` (over the view ``file_cdrs``) of each cdrs file of ``day``, kept per file.
+
+    Each result is ``_state/<cache>/<day>/<cdrs file stem>.<key>.parquet``, where the key
+    hashes the file's size, modification time and inode and ``version``: a file that is
+    rewritten (a re-rating, an erasure) is aggregated again, a file that is not never is.
+    Results of files the day no longer has are removed. Call under the writer lock.
+    """
+    if cache not in DAY_CACHE_DIRS:
+        raise ValueError(f"not a day cache: {cache}")
+    folder = warehouse.state_dir / cache / day
+    paths = []
+    for cdrs_file in warehouse.table_files_for_day(day):
+        stat = cdrs_file.stat()
+        facts = [version, cdrs_file.name, stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+        path = folder / f"{cdrs_file.stem}.{key}.parquet"
+        if not path.exists():
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW file_cdrs AS SELECT * FROM "
+                + read_parquet_sql([cdrs_file])
+            )
+            copy_to_parquet_atomic(con, query, path)
+        paths.append(path)
+    for stale in set(folder.glob("*.parquet")) - set(paths) if folder.exists() else ():
+        stale.unlink(missing_ok=True)
+    return paths
 
 
 def remove_file(path: Path) -> None:

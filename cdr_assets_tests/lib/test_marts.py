@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cdr_assets.lib import marts
+from cdr_assets.lib import warehouse as warehouse_module
 from cdr_assets.lib.warehouse import Warehouse, read_parquet_sql
 
 D = Decimal
@@ -266,3 +268,79 @@ def test_partition_keys_are_checked(warehouse: Warehouse, bad: str) -> None:
             marts.refresh_month(warehouse, bad)
         else:
             marts.refresh_day(warehouse, bad)
+
+
+# -- cells: the day's marts are sums of each cdrs file's cells --------------------------------
+
+
+def day_marts(warehouse: Warehouse, day: str) -> dict[str, tuple[pa.Schema, list[tuple]]]:
+    """Every day mart of ``day``: its schema and its rows in a fixed order."""
+    out = {}
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        for table in marts.DAY_TABLES:
+            path = marts.mart_file(warehouse, table, day)
+            rel = con.sql(f"SELECT * FROM {read_parquet_sql([path])} ORDER BY ALL")
+            out[table] = (pq.read_schema(path), rel.fetchall())
+    return out
+
+
+def test_a_day_split_over_files_has_the_marts_of_the_day_in_one_file(tmp_path: Path) -> None:
+    calls = CALLS[DAY] + [
+        ("c7", "10:45:00", "A", "US", "local", "BUSY", 0, 0, "0", "0", "0", "unanswered"),
+        ("c8", "23:30:00", "C", "GB", "international", "ANSWERED", 45, 60,
+         "0.0300", "0.0100", "-0.0200", "rated"),
+    ]  # fmt: skip
+    whole = Warehouse(tmp_path / "whole")
+    write_day(whole, DAY, calls)
+    split = Warehouse(tmp_path / "split")
+    for n, part in enumerate((calls[5:], calls[:2], calls[2:5])):
+        write_day(split, DAY, part, batch=f"b{n}")
+    marts.refresh(whole, [DAY])
+    marts.refresh(split, [DAY])
+    assert len(list((split.state_dir / marts.CELLS_DIR / DAY).glob("*.parquet"))) == 3
+    assert day_marts(split, DAY) == day_marts(whole, DAY)
+    assert marts.reconcile_day(split, DAY) == []
+
+
+def test_a_late_file_is_summed_alone_and_the_earlier_cells_are_reused(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (earlier,) = (warehouse.state_dir / marts.CELLS_DIR / DAY).glob("*.parquet")
+    summed: list[str] = []
+    copy = warehouse_module.copy_to_parquet_atomic
+
+    def spy(con: duckdb.DuckDBPyConnection, query: str, path: Path, params=None) -> None:  # type: ignore[no-untyped-def]
+        if query == marts.FILE_CELLS_SQL:
+            summed.append(path.name)
+        copy(con, query, path, params)
+
+    monkeypatch.setattr(warehouse_module, "copy_to_parquet_atomic", spy)
+    write_day(warehouse, DAY, CALLS[NEXT], batch="late")  # c6's row, filed under DAY
+    marts.refresh(warehouse, [DAY])
+    assert len(summed) == 1 and summed[0].startswith("late.")
+    assert earlier.exists()
+    incremental = day_marts(warehouse, DAY)
+    (row,) = rows(warehouse, "daily_summary", DAY)
+    assert row["total_calls"] == 6
+
+    shutil.rmtree(warehouse.state_dir / marts.CELLS_DIR)  # from scratch: the same marts
+    marts.refresh(warehouse, [DAY])
+    assert day_marts(warehouse, DAY) == incremental
+
+
+def test_a_rewritten_or_removed_file_is_summed_again(warehouse: Warehouse) -> None:
+    write_day(warehouse, DAY, CALLS[DAY][:2])  # the same file name, two calls left
+    marts.refresh(warehouse, [DAY])
+    (row,) = rows(warehouse, "daily_summary", DAY)
+    assert row["total_calls"] == 2
+    assert len(list((warehouse.state_dir / marts.CELLS_DIR / DAY).glob("*.parquet"))) == 1
+
+    write_day(warehouse, DAY, CALLS[DAY][2:3], batch="b2")
+    marts.refresh(warehouse, [DAY])
+    warehouse.cdrs_file(DAY, "b1").unlink()
+    marts.refresh(warehouse, [DAY])
+    (row,) = rows(warehouse, "daily_summary", DAY)
+    assert row["total_calls"] == 1
+    (left,) = (warehouse.state_dir / marts.CELLS_DIR / DAY).glob("*.parquet")
+    assert left.name.startswith("b2.")

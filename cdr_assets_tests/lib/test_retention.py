@@ -21,7 +21,7 @@ from cdr_assets.lib.retention import (
 )
 from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings
-from cdr_assets.lib.warehouse import Warehouse, sql_file_list, writer_lock
+from cdr_assets.lib.warehouse import DAY_CACHE_DIRS, Warehouse, sql_file_list, writer_lock
 from cdr_assets_tests.lib.test_ingest import HEADER, SHIPPED_RATES, drop, line, run_batch
 
 # With the defaults on this day: batch layers before 2026-10-26 go, refused data and cdrs
@@ -131,9 +131,10 @@ def build_warehouse(root: Path) -> Warehouse:
         put(warehouse.cdrs_file(day, "20261124T080000000000Z"))
         put(warehouse.cdrs_file(day, "ancient"))
     put(warehouse.cdrs_dir / "call_date=not-a-day" / "x.parquet")
-    # the fraud rules' cache of a day's hourly traffic goes with the day's cdrs.
+    # the caches of per-file aggregates of a day's cdrs go with the day's cdrs.
     for day in ("2025-10-20", "2026-11-20"):
-        put(root / "_state" / "fraud_traffic_cells" / day / "0123456789abcdef0123.parquet")
+        for cache in DAY_CACHE_DIRS:
+            put(root / "_state" / cache / day / "20261124T080000000000Z.0123456789abcdef.parquet")
     # marts, exports and the rest: kept by default.
     for table, key in [
         ("daily_summary", "2020-01-01"),
@@ -179,7 +180,9 @@ def expected_default_deletions() -> set[str]:
     expected |= {
         "cdrs/call_date=2025-10-20/20261124T080000000000Z.parquet",
         "cdrs/call_date=2025-10-20/ancient.parquet",
-        "_state/fraud_traffic_cells/2025-10-20/0123456789abcdef0123.parquet",
+    } | {
+        f"_state/{cache}/2025-10-20/20261124T080000000000Z.0123456789abcdef.parquet"
+        for cache in DAY_CACHE_DIRS
     }
     return expected
 
@@ -233,7 +236,7 @@ def test_apply_deletes_exactly_the_plan_and_nothing_inside_a_window(
     assert report.total_bytes == sum(before[f][0] for f in expected)
     assert report.counts["batch"] == 4 * 6  # five layer files and the archive folder
     assert report.counts["rejected"] == 3
-    assert report.counts["cdrs"] == 3  # two files of the day and its traffic cells
+    assert report.counts["cdrs"] == 2 + len(DAY_CACHE_DIRS)  # the two files, the caches
     assert report.counts["marts"] == 0
     assert sorted(report.batch_ids) == sorted(EXPIRED_BATCHES)
     assert sorted(report.batch_partitions) == sorted(EXPIRED_BATCHES)
@@ -389,7 +392,7 @@ def test_summary_and_metadata(warehouse: Warehouse) -> None:
         report = apply_retention(warehouse, plan)
     assert "deleted" in report.summary() and "2025-10-20" in report.summary()
     meta = report.as_metadata()
-    assert meta["dry_run"] == "no" and meta["cdrs_paths"] == 3
+    assert meta["dry_run"] == "no" and meta["cdrs_paths"] == 2 + len(DAY_CACHE_DIRS)
     assert meta["bytes_deleted"] == report.total_bytes
     assert all(isinstance(v, int | str) for v in meta.values())
 

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,12 +48,15 @@ from typing import Any
 
 import duckdb
 
-from cdr_assets.lib.fraud_config import FraudConfig
+from cdr_assets.lib.fraud_config import MAX_SAMPLE_CALL_IDS, FraudConfig
 from cdr_assets.lib.warehouse import (
+    DAY_CACHE_DIRS,
     Warehouse,
     copy_to_parquet_atomic,
+    day_file_aggregates,
     read_parquet_sql,
     remove_file,
+    write_text_atomic,
 )
 
 TABLE = "fraud_alerts"
@@ -316,22 +320,23 @@ WHERE weighted_spend >= threshold
 """
 
 # Calls per day, hour, carrier and destination (called country, else the number's first
-# digits) of one day. Minutes are the seconds carried within the hour the call started in,
-# so one long call cannot swamp an hour with minutes it spread over the next ones. Each
-# day's cells are kept (see ``traffic_cells_file``) and reused while its cdrs files are
-# unchanged, so a run aggregates its own day only, not the whole baseline again.
-TRAFFIC_DAY_CELLS_SQL = """
+# digits) of one cdrs file. Minutes are the seconds carried within the hour the call started
+# in, so one long call cannot swamp an hour with minutes it spread over the next ones. Each
+# file's cells are kept (``warehouse.day_file_aggregates``) and reused while the file is
+# unchanged, so a run aggregates its own new files only, not the whole baseline again; a
+# day's cells are the sums of its files' cells.
+TRAFFIC_FILE_CELLS_SQL = """
 SELECT call_date, hour(start_time) AS hod, carrier_id,
     coalesce(called_country, left(called_number, 4)) AS destination,
     count(*) AS calls,
     count(*) FILTER (WHERE disposition = 'ANSWERED') AS answered,
     coalesce(sum(least(duration_seconds, 3600 - minute(start_time) * 60 - second(start_time)))
-        FILTER (WHERE disposition = 'ANSWERED'), 0) AS answered_seconds
-FROM one_day_calls
+        FILTER (WHERE disposition = 'ANSWERED'), 0)::BIGINT AS answered_seconds
+FROM file_cdrs
 GROUP BY ALL
-ORDER BY ALL
 """
-TRAFFIC_CELLS_VERSION = "1"  # part of the cache key: change it when the query changes
+TRAFFIC_CELLS_VERSION = "2"  # part of the cache key: change it when the query changes
+TRAFFIC_CELLS_DIR = DAY_CACHE_DIRS[1]  # under the warehouse's _state folder
 
 # Judges one subject type (__SUBJECT_TYPE__, column __SUBJECT__). ``excluded`` lists the
 # (carrier, hour) pairs left out: a destination is judged on the traffic of the carriers
@@ -502,17 +507,21 @@ TRAFFIC_DESTINATION_SQL = (
     )
 )
 
-LONG_CALL_SQL = """
+# The first calls of a group (by start time, then call id), as many as an alert samples:
+# a top-n aggregate, not a sorted list of every call of the group.
+_FIRST_CALLS = "arg_min(call_id, {t: start_time, id: call_id}, greatest($sample_size, 1))"
+
+LONG_CALL_SQL = f"""
 SELECT 'long_call' AS rule,
     CASE WHEN max(duration_seconds) >= $error_seconds THEN 'ERROR' ELSE 'WARN' END AS severity,
     'caller' AS subject_type, coalesce(caller_number, '(no caller number)') AS subject,
     min(start_time) AS window_start, max(end_time) AS window_end,
-    to_json({calls: count(*), longest_seconds: max(duration_seconds),
-        total_seconds: sum(duration_seconds)})::VARCHAR AS metrics,
-    to_json({max_seconds: $max_seconds, error_seconds: $error_seconds})::VARCHAR AS baseline,
-    list(call_id ORDER BY start_time, call_id) AS sample_call_ids,
+    to_json({{calls: count(*), longest_seconds: max(duration_seconds),
+        total_seconds: sum(duration_seconds)}})::VARCHAR AS metrics,
+    to_json({{max_seconds: $max_seconds, error_seconds: $error_seconds}})::VARCHAR AS baseline,
+    {_FIRST_CALLS} AS sample_call_ids,
     max(duration_seconds) / $max_seconds AS score,
-    format('{} made {} call(s) over {} h, the longest {} h {} min', subject, count(*),
+    format('{{}} made {{}} call(s) over {{}} h, the longest {{}} h {{}} min', subject, count(*),
         round($max_seconds / 3600, 1), max(duration_seconds) // 3600,
         max(duration_seconds) % 3600 // 60) AS summary
 FROM day_calls
@@ -520,37 +529,56 @@ WHERE duration_seconds > $max_seconds
 GROUP BY subject
 """
 
-SELF_CALL_SQL = """
+SELF_CALL_SQL = f"""
 SELECT 'self_call' AS rule,
     CASE WHEN count(*) >= $error_calls THEN 'ERROR' ELSE 'WARN' END AS severity,
     'caller' AS subject_type, caller_number AS subject,
     min(start_time) AS window_start, max(end_time) AS window_end,
-    to_json({calls: count(*), seconds: sum(duration_seconds)})::VARCHAR AS metrics,
-    to_json({error_calls: $error_calls})::VARCHAR AS baseline,
-    list(call_id ORDER BY start_time, call_id) AS sample_call_ids,
+    to_json({{calls: count(*), seconds: sum(duration_seconds)}})::VARCHAR AS metrics,
+    to_json({{error_calls: $error_calls}})::VARCHAR AS baseline,
+    {_FIRST_CALLS} AS sample_call_ids,
     count(*)::DOUBLE AS score,
-    format('{} called its own number {} time(s)', subject, count(*)) AS summary
+    format('{{}} called its own number {{}} time(s)', subject, count(*)) AS summary
 FROM day_calls
 WHERE list_contains(flags, 'self_call') AND caller_number IS NOT NULL
 GROUP BY subject
 """
+
+# A carrier's calls priced below cost, per cdrs file (kept like the traffic cells): sums,
+# extremes, the distinct prefixes and destinations and the first calls, as many as an alert
+# may sample. The day's alert merges its files' parts, so a late file costs its own rows.
+NEGATIVE_MARGIN_FILE_SQL = f"""
+SELECT carrier_id, count(*) AS calls, sum(margin) AS margin, min(margin) AS worst_margin,
+    min(start_time) AS first_start, max(end_time) AS last_end,
+    list(DISTINCT rate_prefix) FILTER (WHERE rate_prefix IS NOT NULL) AS rate_prefixes,
+    list(DISTINCT called_country) FILTER (WHERE called_country IS NOT NULL) AS destinations,
+    arg_min({{t: start_time, id: call_id}}, {{t: start_time, id: call_id}},
+        {MAX_SAMPLE_CALL_IDS}) AS first_calls
+FROM file_cdrs
+WHERE margin < 0
+GROUP BY carrier_id
+"""
+NEGATIVE_MARGIN_VERSION = "1"  # part of the parts' cache key: change it with the query
+NEGATIVE_MARGIN_DIR = DAY_CACHE_DIRS[3]  # under the warehouse's _state folder
 
 NEGATIVE_MARGIN_SQL = """
 SELECT 'negative_margin' AS rule,
     CASE WHEN -sum(margin) >= CAST($error_loss AS DECIMAL(38, 6)) THEN 'ERROR' ELSE 'WARN' END
         AS severity,
     'carrier' AS subject_type, carrier_id AS subject,
-    min(start_time) AS window_start, max(end_time) AS window_end,
-    to_json({calls: count(*), loss: (-sum(margin))::VARCHAR, worst_margin: min(margin)::VARCHAR,
-        rate_prefixes: list_sort(list_distinct(list(rate_prefix))),
-        destinations: list_sort(list_distinct(list(called_country)))})::VARCHAR AS metrics,
+    min(first_start) AS window_start, max(last_end) AS window_end,
+    to_json({calls: sum(calls)::BIGINT, loss: (-sum(margin))::VARCHAR,
+        worst_margin: min(worst_margin)::VARCHAR,
+        rate_prefixes: list_sort(list_distinct(flatten(list(rate_prefixes)))),
+        destinations: list_sort(list_distinct(flatten(list(destinations))))})::VARCHAR
+        AS metrics,
     to_json({error_loss: $error_loss})::VARCHAR AS baseline,
-    list(call_id ORDER BY start_time, call_id) AS sample_call_ids,
+    list_transform(list_slice(list_sort(flatten(list(first_calls))), 1, $sample_size),
+        lambda c: c.id) AS sample_call_ids,
     (-sum(margin))::DOUBLE / greatest(CAST($error_loss AS DOUBLE), 0.01) AS score,
-    format('{} carried {} call(s) priced below cost: loss {}, worst call {}', subject, count(*),
-        -sum(margin), min(margin)) AS summary
-FROM day_calls
-WHERE margin < 0
+    format('{} carried {} call(s) priced below cost: loss {}, worst call {}', subject,
+        sum(calls)::BIGINT, -sum(margin), min(worst_margin)) AS summary
+FROM negative_margin_parts
 GROUP BY subject
 """
 
@@ -718,64 +746,101 @@ def _trailing_days(config: FraudConfig) -> int:
     return config.spend_velocity.baseline_days
 
 
+def _window_days(day: date, days: int) -> list[str]:
+    """The call dates a day's rules read: the ``days`` trailing days, then the day."""
+    return [(day - timedelta(days=k)).isoformat() for k in range(days, -1, -1)]
+
+
+# A caller rule's subject: the caller number (long_call names a call without one so).
+_NO_CALLER = "'(no caller number)'"
+_CALLER_SUBJECT = f"coalesce(caller_number, {_NO_CALLER})"
+# The columns the caller rules read (CALLER_RULES), kept when only some callers are judged.
+_CALLER_COLUMNS = """call_id, caller_number, called_number, called_number_type, call_type,
+    call_date, start_time, end_time, local_start_time, duration_seconds, disposition, cost,
+    flags"""
+
+
 def _open_sources(
-    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: date, days: int
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    day: date,
+    days: int,
+    touched_only: bool = False,
 ) -> bool:
     """Views ``day_calls``, ``recent_calls`` (with the day before) and ``span_calls`` (with
-    the ``days`` trailing days); False when the day has no calls."""
-    files = warehouse.table_files_for_day(day.isoformat())
-    if not files:
+    the ``days`` trailing days); False when the day has no calls. ``touched_only``: only
+    the calls of the subjects in the table ``touched``, read once into a table."""
+    *before, today = [warehouse.table_files_for_day(key) for key in _window_days(day, days)]
+    if not today:
         return False
-    before = [
-        warehouse.table_files_for_day((day - timedelta(days=k)).isoformat())
-        for k in range(days, 0, -1)
-    ]
     previous = before[-1] if before else []
     trailing = [path for paths in before for path in paths]
-    con.execute(f"CREATE OR REPLACE TEMP VIEW day_calls AS SELECT * FROM {read_parquet_sql(files)}")
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW recent_calls AS SELECT * FROM "
-        + read_parquet_sql(previous + files)
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW span_calls AS SELECT * FROM "
-        + read_parquet_sql(trailing + files)
-    )
+    sources = {"day_calls": today, "recent_calls": previous + today, "span_calls": trailing + today}
+    if touched_only:
+        row = con.execute(f"SELECT count(*) FROM touched WHERE subject = {_NO_CALLER}").fetchone()
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE touched_calls AS SELECT {_CALLER_COLUMNS} "
+            f"FROM {read_parquet_sql(trailing + today)} "
+            "WHERE caller_number IN (SELECT subject FROM touched)"
+            f" OR (caller_number IS NULL AND {bool(row and row[0])})"
+        )
+        # Each view's days (a cdrs file holds the calls of its folder's call date).
+        first = {"day_calls": day, "recent_calls": day - timedelta(days=min(days, 1))}
+        for view in sources:
+            since = first.get(view, day - timedelta(days=days))
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM touched_calls "
+                f"WHERE call_date >= DATE '{since.isoformat()}'"
+            )
+        return True
+    for view, files in sources.items():
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {read_parquet_sql(files)}"
+        )
     return True
-
-
-def traffic_cells_file(warehouse: Warehouse, day: str, files: Sequence[Path]) -> Path:
-    """``_state/fraud_traffic_cells/<day>/<key>.parquet``: the key hashes the day's cdrs
-    files (names, sizes, modification times) and the query version, so a changed day (a
-    late file, a re-rating) is aggregated again."""
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    key = hashlib.sha256(json.dumps([TRAFFIC_CELLS_VERSION, stats]).encode()).hexdigest()
-    return warehouse.state_dir / "fraud_traffic_cells" / day / f"{key[:20]}.parquet"
 
 
 def _open_traffic_cells(
     con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: date, days: int
 ) -> None:
-    """Table ``traffic_cells``: the cells of ``day`` and the ``days`` before it."""
-    paths = []
-    for k in range(days, -1, -1):
-        key = (day - timedelta(days=k)).isoformat()
-        files = warehouse.table_files_for_day(key)
-        if not files:
-            continue
-        path = traffic_cells_file(warehouse, key, files)
-        if not path.exists():
-            con.execute(
-                "CREATE OR REPLACE TEMP VIEW one_day_calls AS SELECT * FROM "
-                + read_parquet_sql(files)
-            )
-            copy_to_parquet_atomic(con, TRAFFIC_DAY_CELLS_SQL, path)
-            for stale in path.parent.glob("*.parquet"):
-                if stale != path:
-                    stale.unlink(missing_ok=True)
-        paths.append(path)
+    """Table ``traffic_cells``: the cells of ``day`` (which has calls) and the ``days``
+    before it."""
+    paths = [
+        path
+        for k in range(days, -1, -1)
+        for path in day_file_aggregates(
+            con,
+            warehouse,
+            TRAFFIC_CELLS_DIR,
+            (day - timedelta(days=k)).isoformat(),
+            TRAFFIC_FILE_CELLS_SQL,
+            TRAFFIC_CELLS_VERSION,
+        )
+    ]
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE traffic_cells AS SELECT * FROM {read_parquet_sql(paths)}"
+        "CREATE OR REPLACE TEMP TABLE traffic_cells AS "
+        "SELECT call_date, hod, carrier_id, destination, sum(calls)::BIGINT AS calls, "
+        "sum(answered)::BIGINT AS answered, sum(answered_seconds)::BIGINT AS answered_seconds "
+        f"FROM {read_parquet_sql(paths)} GROUP BY ALL ORDER BY ALL"
+    )
+
+
+def _open_negative_margin_parts(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: date
+) -> None:
+    """View ``negative_margin_parts``: the parts of each cdrs file of ``day`` (which has
+    calls)."""
+    paths = day_file_aggregates(
+        con,
+        warehouse,
+        NEGATIVE_MARGIN_DIR,
+        day.isoformat(),
+        NEGATIVE_MARGIN_FILE_SQL,
+        NEGATIVE_MARGIN_VERSION,
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW negative_margin_parts AS SELECT * FROM "
+        + read_parquet_sql(paths)
     )
 
 
@@ -805,14 +870,16 @@ def _detect(
     config: FraudConfig,
     day: date,
     rules: Iterable[str],
-) -> list[Alert]:
-    con.execute(_CANDIDATES)
+) -> None:
+    """Add the alerts ``rules`` find in the open sources to the table ``candidates``."""
     for rule in rules:
         if not config.enabled(rule):
             continue
         params = _rule_params(config, rule, day)
         if rule == "traffic_anomaly":
             _open_traffic_cells(con, warehouse, day, config.traffic_anomaly.baseline_days)
+        if rule == "negative_margin":
+            _open_negative_margin_parts(con, warehouse, day)
         if rule == "spend_velocity":
             con.execute(SPEND_CANDIDATES_SQL, _bind(SPEND_CANDIDATES_SQL, params))
             found = con.execute("SELECT count(*) FROM spend_candidates").fetchone()
@@ -824,11 +891,106 @@ def _detect(
         for query in queries:
             sql = _INSERT.format(query=query)
             con.execute(sql, _bind(sql, params))
+
+
+def _candidates(con: duckdb.DuckDBPyConnection) -> list[Alert]:
     rows = con.execute(
         "SELECT alert_id, rule, severity, subject_type, subject, window_start, window_end "
         f"FROM candidates ORDER BY {_ORDER}"
     ).fetchall()
     return [Alert(*row) for row in rows]
+
+
+# -- the day's candidates, kept for the next run ------------------------------------------
+#
+# A caller rule's alerts about a caller are a function of that caller's calls alone (in the
+# day, the day before and the trailing days) and of the thresholds. So when a run only adds
+# cdrs files to those days, the callers whose alerts can change are the callers of the new
+# files: their calls are judged again, every other caller keeps the alerts (before the
+# snooze) the last run found. Any other change (a file rewritten or removed, other
+# thresholds, another version of the rules) judges every caller again. The other rules
+# (traffic_anomaly, negative_margin: carriers and destinations) always judge the whole day.
+
+CALLER_RULES = ("wangiri", "irsf", "spend_velocity", "long_call", "self_call")
+CANDIDATES_VERSION = "1"  # part of the signature: change it when a caller rule's SQL changes
+CANDIDATES_DIR = DAY_CACHE_DIRS[2]  # under _state: <day>/state.json, <key>.parquet
+
+
+def _signature(warehouse: Warehouse, day: date, config: FraudConfig) -> dict[str, Any]:
+    """What a day's candidates are a function of: rules, thresholds, the files they read."""
+    files = {}
+    for key in _window_days(day, _trailing_days(config)):
+        for path in warehouse.table_files_for_day(key):
+            stat = path.stat()
+            files[f"{key}/{path.name}"] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    return {"version": CANDIDATES_VERSION, "config": config.version(), "files": files}
+
+
+def _kept_candidates(
+    warehouse: Warehouse, day: str, signature: Mapping[str, Any]
+) -> tuple[Path, list[Path]] | None:
+    """The last run's candidates file and the files added since, when only files were added."""
+    folder = warehouse.state_dir / CANDIDATES_DIR / day
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        kept = folder / str(state["candidates"])
+        old = state["signature"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    files = signature["files"]
+    if (
+        not kept.exists()
+        or {k: v for k, v in old.items() if k != "files"}
+        != {k: v for k, v in signature.items() if k != "files"}
+        or any(files.get(name) != stat for name, stat in old["files"].items())
+    ):
+        return None
+    added = [
+        warehouse.cdrs_dir / f"call_date={name.split('/')[0]}" / name.split("/")[1]
+        for name in sorted(set(files) - set(old["files"]))
+    ]
+    return kept, added
+
+
+def _keep_candidates(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: str, signature: Mapping[str, Any]
+) -> None:
+    """Write the table ``candidates`` and its signature for the next run of the day."""
+    folder = warehouse.state_dir / CANDIDATES_DIR / day
+    text = json.dumps(signature, sort_keys=True)
+    name = hashlib.sha256(text.encode()).hexdigest()[:20] + ".parquet"
+    copy_to_parquet_atomic(con, f"SELECT * FROM candidates ORDER BY {_ORDER}", folder / name)
+    state = json.dumps({"candidates": name, "signature": signature}, sort_keys=True)
+    write_text_atomic(folder / "state.json", state)
+    for stale in folder.glob("*.parquet"):
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
+
+
+def _detect_from_kept(
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    config: FraudConfig,
+    day: date,
+    kept: Path,
+    added: list[Path],
+) -> int:
+    """The day's candidates from the kept ones and the callers of ``added``; callers judged."""
+    source = read_parquet_sql(added) if added else "(SELECT NULL::VARCHAR AS caller_number)"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT {_CALLER_SUBJECT} AS subject "
+        f"FROM {source} WHERE {bool(added)}"
+    )
+    con.execute(
+        f"INSERT INTO candidates SELECT * FROM {read_parquet_sql([kept])} "
+        "WHERE list_contains($rules, rule) AND subject NOT IN (SELECT subject FROM touched)",
+        {"rules": list(CALLER_RULES)},
+    )
+    _detect(con, warehouse, config, day, [r for r in RULES if r not in CALLER_RULES])
+    _open_sources(con, warehouse, day, _trailing_days(config), touched_only=True)
+    _detect(con, warehouse, config, day, CALLER_RULES)
+    row = con.execute("SELECT count(*) FROM touched").fetchone()
+    return int(row[0]) if row else 0
 
 
 def snooze(
@@ -889,6 +1051,8 @@ class DayAlerts:
     raised: list[Alert] = field(default_factory=list)
     snoozed: list[Alert] = field(default_factory=list)
     config_version: str = ""
+    callers_judged: int | None = None  # None: every subject judged; else the callers of
+    # the files added since the last refresh, the rest kept from it
 
     def count(self, severity: str | None = None, rule: str | None = None) -> int:
         return sum(
@@ -904,27 +1068,41 @@ class DayAlerts:
 def detect_day(
     warehouse: Warehouse, day: str, config: FraudConfig, rules: Iterable[str] = RULES
 ) -> list[Alert]:
-    """The day's alerts before the snooze (nothing written but the traffic cells' cache)."""
+    """The day's alerts before the snooze, every subject judged (nothing written but the
+    traffic cells' cache)."""
     when = check_day(day)
     with _connect() as con:
         if not _open_sources(con, warehouse, when, _trailing_days(config)):
             return []
-        return _detect(con, warehouse, config, when, rules)
+        con.execute(_CANDIDATES)
+        _detect(con, warehouse, config, when, rules)
+        return _candidates(con)
 
 
 def refresh_day(warehouse: Warehouse, day: str, config: FraudConfig) -> DayAlerts:
     """Detect, snooze and write the day's alerts; returns what was raised and snoozed.
 
-    Call under the writer lock. Days are meant to be refreshed in date order: the snooze of
-    a day reads the alert files of the days before it.
+    Only the callers of files added since the day's last refresh are judged again (see
+    ``CALLER_RULES``). Call under the writer lock. Days are meant to be refreshed in date
+    order: the snooze of a day reads the alert files of the days before it.
     """
     when = check_day(day)
     path = alerts_file(warehouse, day)
     with _connect() as con:
         if not _open_sources(con, warehouse, when, _trailing_days(config)):
             remove_file(path)
+            shutil.rmtree(warehouse.state_dir / CANDIDATES_DIR / day, ignore_errors=True)
             return DayAlerts(day, None, config_version=config.version())
-        candidates = _detect(con, warehouse, config, when, RULES)
+        signature = _signature(warehouse, when, config)
+        con.execute(_CANDIDATES)
+        found = _kept_candidates(warehouse, day, signature)
+        judged = None
+        if found is None:
+            _detect(con, warehouse, config, when, RULES)
+        else:
+            judged = _detect_from_kept(con, warehouse, config, when, *found)
+        _keep_candidates(con, warehouse, day, signature)
+        candidates = _candidates(con)
         raised, snoozed = snooze(candidates, _earlier_alerts(con, warehouse, when, config), config)
         copy_to_parquet_atomic(
             con,
@@ -932,7 +1110,7 @@ def refresh_day(warehouse: Warehouse, day: str, config: FraudConfig) -> DayAlert
             path,
             {"raised": [a.alert_id for a in raised]},
         )
-    return DayAlerts(day, path, raised, snoozed, config.version())
+    return DayAlerts(day, path, raised, snoozed, config.version(), judged)
 
 
 # -- reading -----------------------------------------------------------------------------

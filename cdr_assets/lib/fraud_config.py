@@ -61,6 +61,9 @@ class FraudConfigError(ValueError):
     """``fraud.toml`` has a value the rules cannot work with."""
 
 
+MAX_SAMPLE_CALL_IDS = 1000  # the most call_ids an alert may keep ([alerts] sample_call_ids)
+
+
 @dataclass(frozen=True)
 class Wangiri:
     """One caller, many very short or unanswered calls to many numbers, in a short window."""
@@ -367,7 +370,7 @@ _CHECKS: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("*", "min_calls"): _int(1),
     ("*", "min_spend"): _money,
     ("*", "error_spend"): _money,
-    ("alerts", "sample_call_ids"): _int(0, 1000),
+    ("alerts", "sample_call_ids"): _int(0, MAX_SAMPLE_CALL_IDS),
     ("wangiri", "max_short_seconds"): _int(0, 3600),
     ("wangiri", "min_short_calls"): _int(1),
     ("wangiri", "min_distinct_called"): _int(1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -252,7 +254,7 @@ def test_rerunning_a_day_gives_the_same_alert_ids_and_rows(scenario: Run) -> Non
     assert path.read_bytes() == before
 
 
-def test_each_days_traffic_cells_are_kept_and_redone_when_its_cdrs_change(
+def test_each_files_traffic_cells_are_kept_and_a_late_file_adds_its_own(
     scenario: Run, tmp_path: Path
 ) -> None:
     cells = scenario.warehouse.state_dir / "fraud_traffic_cells"
@@ -267,7 +269,7 @@ def test_each_days_traffic_cells_are_kept_and_redone_when_its_cdrs_change(
     assert fraud.detect_day(copy, day, DEFAULTS) == fraud.detect_day(
         scenario.warehouse, day, DEFAULTS
     )
-    # A late file for the day: its cells are aggregated again, the old ones dropped.
+    # A late file for the day: its own cells are aggregated, the day's earlier ones kept.
     late = [Call("late-1", "+441234", "+442345", at(f"{day}T12:00:00"))]
     folder = copy.cdrs_dir / f"call_date={day}"
     folder.unlink()
@@ -277,10 +279,86 @@ def test_each_days_traffic_cells_are_kept_and_redone_when_its_cdrs_change(
     fraud.detect_day(copy, day, DEFAULTS)
     before = list((copy.state_dir / "fraud_traffic_cells" / day).glob("*.parquet"))
     write_calls(copy, late, batch="zz_late")
-    fraud.detect_day(copy, day, DEFAULTS)
+    incremental = fraud.detect_day(copy, day, DEFAULTS)
     after = list((copy.state_dir / "fraud_traffic_cells" / day).glob("*.parquet"))
-    assert len(before) == len(after) == 1 and before != after
-    assert before[0].name == kept.name  # the same files give the same key
+    assert len(before) == 1 and len(after) == 2 and set(before) < set(after)
+    assert before[0].name == kept.name  # the same file gives the same key
+    assert {p.name.split(".")[0] for p in after} == {kept.name.split(".")[0], "zz_late"}
+    # The kept cells summed with the late file's: the alerts of cells made from scratch.
+    shutil.rmtree(copy.state_dir / "fraud_traffic_cells")
+    assert fraud.detect_day(copy, day, DEFAULTS) == incremental
+
+
+def copy_of(run: Run, tmp_path: Path) -> Warehouse:
+    """A copy of the scenario's warehouse whose last days were refreshed (in the copy: its
+    files are other files, so its first refresh judges every caller)."""
+    copy = Warehouse(tmp_path / "copy")
+    shutil.copytree(run.warehouse.root, copy.root, symlinks=True)
+    for offset in range(7, SCENARIO.days):
+        assert fraud.refresh_day(copy, SCENARIO.day(offset), DEFAULTS).callers_judged is None
+    return copy
+
+
+def callers_of(warehouse: Warehouse, day: str, n: int) -> list[str]:
+    with duckdb.connect() as con:
+        rows = con.sql(
+            "SELECT DISTINCT caller_number FROM "
+            f"{read_parquet_sql(warehouse.table_files_for_day(day))} "
+            f"WHERE caller_number IS NOT NULL ORDER BY 1 LIMIT {n}"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_a_late_file_judges_only_its_callers_and_gives_the_alerts_of_a_full_refresh(
+    scenario: Run, tmp_path: Path
+) -> None:
+    copy = copy_of(scenario, tmp_path)
+    day, next_day = SCENARIO.day(8), SCENARIO.day(9)
+    ordinary = callers_of(copy, day, 1)[0]
+    alerted = next(r["subject"] for r in scenario.alerts[day] if r["rule"] == "wangiri")
+    late = burst(ordinary, at(f"{day}T16:00:00"), 40, prefix="late")  # a new wangiri
+    late += [
+        Call("late-alerted", alerted, "+442071234567", at(f"{day}T17:00:00")),
+        Call("late-anonymous", None, "+442071234567", at(f"{day}T18:00:00"), seconds=5 * 3600),
+    ]
+    write_calls(copy, late, batch="zz_late")
+
+    results = {d: fraud.refresh_day(copy, d, DEFAULTS) for d in (day, next_day)}
+    # The callers of the late file (one without a number), in its day and the next one.
+    assert {d: r.callers_judged for d, r in results.items()} == {day: 3, next_day: 3}
+    got = {d: fraud.read_alerts([r.path]) for d, r in results.items() if r.path}
+    assert any(r["rule"] == "wangiri" and r["subject"] == ordinary for r in got[day])
+    assert any(r["rule"] == "long_call" and r["subject"] == "(no caller number)" for r in got[day])
+    assert got[day] != scenario.alerts[day]
+
+    shutil.rmtree(copy.state_dir / fraud.CANDIDATES_DIR)  # every caller judged again
+    for d in (day, next_day):
+        again = fraud.refresh_day(copy, d, DEFAULTS)
+        assert again.callers_judged is None and again.path is not None
+        assert fraud.read_alerts([again.path]) == got[d], d
+
+
+def test_anything_but_added_files_judges_every_caller_again(scenario: Run, tmp_path: Path) -> None:
+    copy = copy_of(scenario, tmp_path)
+    day = SCENARIO.day(9)
+    unchanged = fraud.refresh_day(copy, day, DEFAULTS)
+    assert unchanged.callers_judged == 0
+    assert unchanged.path and fraud.read_alerts([unchanged.path]) == scenario.alerts[day]
+    # Other thresholds.
+    stricter = parse_config({"wangiri": {"min_short_calls": 31}})
+    assert fraud.refresh_day(copy, day, stricter).callers_judged is None
+    assert fraud.refresh_day(copy, day, stricter).callers_judged == 0
+    # A file of the window rewritten (here: of the day before), or removed.
+    (earlier,) = copy.table_files_for_day(SCENARIO.day(8))
+    os.utime(earlier, ns=(earlier.stat().st_atime_ns, earlier.stat().st_mtime_ns + 1))
+    assert fraud.refresh_day(copy, day, stricter).callers_judged is None
+    earlier.unlink()
+    assert fraud.refresh_day(copy, day, stricter).callers_judged is None
+    # A day without calls any more keeps no candidates.
+    for path in copy.table_files_for_day(day):
+        path.unlink()
+    assert fraud.refresh_day(copy, day, stricter).path is None
+    assert not (copy.state_dir / fraud.CANDIDATES_DIR / day).exists()
 
 
 def test_alert_ids_are_distinct_and_stable_functions_of_rule_subject_and_window(
@@ -503,6 +581,38 @@ def test_per_call_oddities(warehouse: Warehouse) -> None:
     loss = got[("negative_margin", "carrier_007")]
     assert loss["metrics"]["loss"] == "0.7500" and loss["metrics"]["calls"] == 2
     assert loss["sample_call_ids"] == ["loss-1", "loss-2"]
+
+
+@pytest.mark.parametrize("files", [1, 2])
+@pytest.mark.parametrize(("sample", "expected"), [(3, ["loss-a", "loss-b", "loss-c"]), (0, [])])
+def test_sample_calls_are_the_first_by_start_time_then_call_id(
+    warehouse: Warehouse, sample: int, expected: list[str], files: int
+) -> None:
+    start = at("2026-11-16T08:00:00")
+    calls = [
+        Call(f"loss-{name}", "+446666", "+442222", start + timedelta(minutes=minute),
+             carrier="carrier_007", margin=margin, call_type=kind)
+        for name, minute, margin, kind in [
+            ("e", 9, "-0.1000", "national"), ("c", 1, "-0.0500", "international"),
+            ("b", 1, "-0.1000", "national"), ("d", 5, "-0.2000", "national"),
+            ("a", 0, "-0.1000", "national"),
+        ]
+    ]  # fmt: skip
+    # In one file, or in two (a late file): the carrier's day is merged from each file's part.
+    write_calls(warehouse, calls[: 5 if files == 1 else 2])
+    write_calls(warehouse, calls[5 if files == 1 else 2 :], batch="b2")
+    config = parse_config({"alerts": {"sample_call_ids": sample}})
+    result = fraud.refresh_day(warehouse, D0.isoformat(), config)
+    assert result.path is not None
+    (loss,) = fraud.read_alerts([result.path])
+    assert loss["metrics"]["calls"] == 5
+    assert (loss["metrics"]["loss"], loss["metrics"]["worst_margin"]) == ("0.5500", "-0.2000")
+    assert loss["sample_call_ids"] == expected
+    # From the first call's start to the last call's end (09:00 + 60 s).
+    assert (loss["window_start"], loss["window_end"]) == (
+        "2026-11-16T08:00:00Z",
+        "2026-11-16T08:10:00Z",
+    )
 
 
 def test_a_disabled_rule_raises_nothing(warehouse: Warehouse) -> None:

@@ -85,6 +85,8 @@ def _materialize_metadata(result: fraud_lib.DayAlerts, config: FraudConfig) -> d
         "snoozed": dg.MetadataValue.json(snoozed),
         "config_version": result.config_version,
         "config": config.source,
+        # Callers judged again: "all", or those of the files added since the last refresh.
+        "callers_judged": "all" if result.callers_judged is None else result.callers_judged,
     }
 
 

@@ -8,13 +8,20 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from cdr_assets.defs.enrichment.assets import enriched_cdrs
 from cdr_assets.defs.fraud.resources import FraudRules
 from cdr_assets.defs.ingest import assets as ingest_assets
-from cdr_assets.defs.ingest.assets import cdrs, deduplicate_cdrs, raw_cdrs, validate_cdrs
+from cdr_assets.defs.ingest.assets import (
+    batch_call_ids_unique,
+    cdrs,
+    deduplicate_cdrs,
+    raw_cdrs,
+    validate_cdrs,
+)
 from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.defs.serving.assets import serving_db
@@ -249,3 +256,26 @@ def test_a_batch_whose_files_were_all_left_to_another_reads_nothing_and_succeeds
     assert result.success
     assert pq.read_table(warehouse.batch_file("raw", "b2")).num_rows == 0
     assert (landing / "a.csv").exists()  # still b1's to take
+
+
+def test_a_batch_whose_call_ids_are_kept_twice_fails_the_uniqueness_check(
+    tmp_path: Path,
+) -> None:
+    warehouse = Warehouse(tmp_path / "warehouse")
+
+    def kept(day: str, batch: str, ids: list[str]) -> None:
+        path = warehouse.cdrs_file(day, batch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"call_id": ids}), path)
+
+    kept("2026-11-20", "b1", ["a", "b"])
+    kept("2026-11-21", "b2", ["c"])
+    kept("2026-11-22", "b2", ["d"])
+    assert batch_call_ids_unique(warehouse, "b2").passed
+    kept("2026-11-23", "b3", ["e", "e"])  # twice within the batch
+    assert not batch_call_ids_unique(warehouse, "b3").passed
+    kept("2026-11-23", "b3", ["e", "b"])  # once, but an earlier batch kept "b" (another day)
+    check = batch_call_ids_unique(warehouse, "b3")
+    assert not check.passed
+    assert check.metadata["rows_of_other_batches_with_these_ids"].value == 1
+    assert batch_call_ids_unique(warehouse, "b2").passed  # b2's ids are still its own

@@ -2,6 +2,10 @@
 
 Every fact comes from the number-facts cache (phonenumbers, once per distinct number) and is
 joined to the calls in SQL by E.164 number; country names come from ISO 3166 (pycountry).
+A batch's enriched layer is the facts of the numbers it uses, one row per number
+(:func:`batch_facts`); they are joined to the calls where the calls are written
+(:func:`open_facts`, :data:`ENRICHMENT_SELECT`, :func:`enrichment_joins`), so the wide rows
+are written once, into ``cdrs``, not once more as a layer of their own.
 A caller with exactly one time zone gets ``caller_timezone`` and ``local_start_time`` (the
 wall-clock start in that zone, with its daylight-saving rules); a caller whose number spans
 several zones (a whole-country mobile range) gets the list in ``caller_timezones`` and
@@ -41,7 +45,7 @@ def country_names() -> pa.Table:
 # (the cache's Parquet files or an Arrow table of NUMBER_FACTS_SCHEMA): a number decided
 # from several written forms has one set of facts.
 FACTS_FOUND_SQL = """
-CREATE OR REPLACE TEMP TABLE enrich_facts_found AS
+CREATE OR REPLACE TEMP TABLE enrich_batch_facts AS
 WITH wanted AS (
     SELECT DISTINCT n FROM (
         SELECT called_number AS n FROM calls UNION ALL SELECT caller_number FROM calls
@@ -87,9 +91,8 @@ CREATE OR REPLACE TEMP TABLE enrich_facts AS
 DROP TABLE enrich_facts_found;
 """
 
-# $calls: a relation with called_number / caller_number (E.164 or as given) and start_time.
-ENRICH_SQL = """
-SELECT c.*,
+# The enrichment columns of a call ``c`` joined by :func:`enrichment_joins`.
+ENRICHMENT_SELECT = """
     n.name AS called_country_name,
     fc.number_type AS called_number_type,
     fc.description AS called_region,
@@ -99,29 +102,68 @@ SELECT c.*,
     fr.carrier_name AS caller_carrier,
     coalesce(fr.timezones, []) AS caller_timezones,
     fr.timezone AS caller_timezone,
-    timezone(fr.timezone::VARCHAR, c.start_time) AS local_start_time
-FROM calls AS c
-LEFT JOIN enrich_facts AS fc ON fc.e164 = c.called_number
-LEFT JOIN enrich_facts AS fr ON fr.e164 = c.caller_number
-LEFT JOIN enrich_country_names AS n ON n.code = c.called_country
+    timezone(fr.timezone::VARCHAR, c.start_time) AS local_start_time"""
+
+
+def enrichment_joins(calls: str = "c") -> str:
+    """The joins :data:`ENRICHMENT_SELECT` reads, for calls aliased ``calls``."""
+    return f"""
+LEFT JOIN enrich_facts AS fc ON fc.e164 = {calls}.called_number
+LEFT JOIN enrich_facts AS fr ON fr.e164 = {calls}.caller_number
+LEFT JOIN enrich_country_names AS n ON n.code = {calls}.called_country"""
+
+
+def batch_facts(
+    con: duckdb.DuckDBPyConnection, calls: str, number_facts: pa.Table | str
+) -> duckdb.DuckDBPyRelation:
+    """The facts of every number ``calls`` (a table or view in ``con``) use: one row per
+    E.164 number with ``number_type``, ``description``, ``carrier_name``, ``timezones``.
+
+    ``number_facts``: an Arrow table of ``numbers.NUMBER_FACTS_SCHEMA``, or a FROM-clause
+    source with its columns (the cache's ``read_parquet``).
+    """
+    if isinstance(number_facts, pa.Table):
+        con.register("enrich_facts_given", number_facts)
+        number_facts = "enrich_facts_given"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW calls AS SELECT * FROM {calls}")
+    con.execute(FACTS_FOUND_SQL.format(source=number_facts))
+    return con.sql("SELECT * FROM enrich_batch_facts")
+
+
+# The facts of a batch enriched before the enriched layer was per number (its wide rows, as
+# ``cdrs`` holds them): the same facts wherever ``cdrs`` reads them (a called number's time
+# zones are never read).
+WIDE_LAYER_FACTS_SQL = """
+SELECT e164, any_value(number_type) AS number_type, any_value(description) AS description,
+    any_value(carrier_name) AS carrier_name, any_value(timezones) AS timezones
+FROM (
+    SELECT called_number AS e164, called_number_type AS number_type,
+        called_region AS description, called_carrier AS carrier_name,
+        NULL::VARCHAR[] AS timezones
+    FROM {source}
+    UNION ALL
+    SELECT caller_number, caller_number_type, caller_region, caller_carrier, caller_timezones
+    FROM {source}
+)
+WHERE e164 IS NOT NULL
+GROUP BY e164
 """
+
+
+def open_facts(con: duckdb.DuckDBPyConnection, facts: str) -> None:
+    """Tables ``enrich_facts`` and ``enrich_country_names`` that :func:`enrichment_joins`
+    reads, from ``facts`` (a FROM-clause source of :func:`batch_facts`' columns). Their text
+    columns are ENUMs (strings to Arrow and Parquet)."""
+    con.register("enrich_country_names_given", country_names())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE enrich_facts_found AS SELECT * FROM {facts}")
+    con.execute(ENUM_TYPES_SQL)
 
 
 def enrich_calls(
     con: duckdb.DuckDBPyConnection, calls: str, number_facts: pa.Table | str
 ) -> duckdb.DuckDBPyRelation:
-    """``calls`` (a table or view in ``con``) with :data:`ENRICHMENT_COLUMNS` added.
-
-    ``number_facts``: an Arrow table of ``numbers.NUMBER_FACTS_SCHEMA``, or a FROM-clause
-    source with its columns (the cache's ``read_parquet``); only the facts of numbers the
-    calls use are taken from it, into a temp table of ``con``. The text columns of the
-    result are ENUMs (strings to Arrow and Parquet).
-    """
-    if isinstance(number_facts, pa.Table):
-        con.register("enrich_facts_given", number_facts)
-        number_facts = "enrich_facts_given"
-    con.register("enrich_country_names_given", country_names())
-    con.execute(f"CREATE OR REPLACE TEMP VIEW calls AS SELECT * FROM {calls}")
-    con.execute(FACTS_FOUND_SQL.format(source=number_facts))
-    con.execute(ENUM_TYPES_SQL)
-    return con.sql(ENRICH_SQL)
+    """``calls`` (a table or view in ``con``) with :data:`ENRICHMENT_COLUMNS` added: what
+    ``cdrs`` holds of a batch's calls and their enriched layer (:func:`batch_facts`)."""
+    batch_facts(con, calls, number_facts)
+    open_facts(con, "enrich_batch_facts")
+    return con.sql(f"SELECT c.*, {ENRICHMENT_SELECT} FROM calls AS c {enrichment_joins('c')}")

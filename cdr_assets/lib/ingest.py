@@ -35,8 +35,9 @@ from cdr_assets.lib.warehouse import (
     write_text_atomic,
 )
 
-# The layer whose rows deduplication keeps in ``cdrs``: the last row-level layer.
-LAST_BATCH_LAYER = "enriched"
+# The layer whose rows deduplication keeps in ``cdrs``: the last row-level layer (the
+# enriched layer is per number, joined to these rows as ``cdrs`` is written).
+LAST_BATCH_LAYER = "rated"
 
 RAW_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("source_row", pa.int64())]
@@ -371,27 +372,27 @@ class EnrichResult:
 
 
 def enrich_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> EnrichResult:
-    """rated/<batch> -> enriched/<batch>: geography, number types, carriers, time zones.
+    """rated/<batch> -> enriched/<batch>: the facts of every number the batch's calls use.
 
     Validation decided every number string of the batch into the number-facts cache: the
     facts are read from the cache's files by DuckDB (the numbers the batch uses, by E.164
-    form), and nothing is parsed again here.
+    form), and nothing is parsed again here. One row per number: deduplication joins them to
+    the calls as it writes ``cdrs`` (``enrichment.open_facts``).
     """
     rated_path = warehouse.batch_file("rated", batch_id)
     cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
     with step_connection(warehouse, keep_order=False) as con:
         con.execute(
-            "CREATE TEMP VIEW batch_rated AS SELECT * FROM read_parquet("
-            + sql_file_list([rated_path])
-            + ")"
+            "CREATE TEMP VIEW batch_rated AS SELECT caller_number, called_number FROM "
+            f"read_parquet({sql_file_list([rated_path])})"
         )
         source = cache.source_sql()
-        enriched = enrichment.enrich_calls(
+        facts = enrichment.batch_facts(
             con, "batch_rated", NUMBER_FACTS_SCHEMA.empty_table() if source is None else source
         )
-        write_relation_atomic(enriched, warehouse.batch_file("enriched", batch_id))
+        write_relation_atomic(facts, warehouse.batch_file("enriched", batch_id))
         count = con.execute(
-            "SELECT (SELECT count(*) FROM batch_rated), (SELECT count(*) FROM enrich_facts)"
+            "SELECT (SELECT count(*) FROM batch_rated), (SELECT count(*) FROM enrich_batch_facts)"
         ).fetchone()
     assert count is not None
     return EnrichResult(batch_id, int(count[0]), int(count[1]))
@@ -449,6 +450,11 @@ def _open_dedup(
         con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
     con.execute(dedup.DEDUP_SQL)
     _register_caller_hashes(con, warehouse)
+    enriched = warehouse.batch_file("enriched", batch_id)
+    facts = f"read_parquet({sql_file_list([enriched])})"
+    if "e164" not in pq.read_schema(enriched).names:  # enriched by an earlier release
+        facts = f"({enrichment.WIDE_LAYER_FACTS_SQL.format(source=facts)})"
+    enrichment.open_facts(con, facts)
 
 
 def _register_caller_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
@@ -460,21 +466,25 @@ def _register_caller_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse
     con.register("caller_keys", privacy.caller_hashes(numbers, privacy.caller_key(warehouse)))
 
 
-# The kept rows of one day, as wide as the batch's last layer, with the batch's landing
-# sequence and the caller's hash. The rows are in no particular order (landing order is
-# ``batch_seq``, ``source_file``, ``source_row``): sorting the wide rows cost more than the
-# rest of deduplication together (230 of 300 s for a 10M-row day).
-KEPT_DAY_SQL = """
-SELECT f.* EXCLUDE (file_row_number), $batch_seq::BIGINT AS batch_seq, k.caller_hash
-FROM batch_file AS f
-ANTI JOIN dropped_rows AS d ON d.row_id = f.file_row_number
-LEFT JOIN caller_keys AS k USING (caller_number)
-WHERE f.call_date = CAST($day AS DATE)
+# The kept rows of one day: the batch's rated rows with their enrichment (the facts of
+# both numbers), the batch's landing sequence and the caller's hash. The rows are in no
+# particular order (landing order is ``batch_seq``, ``source_file``, ``source_row``): sorting
+# the wide rows cost more than the rest of deduplication together (230 of 300 s for a
+# 10M-row day).
+KEPT_DAY_SQL = f"""
+SELECT c.* EXCLUDE (file_row_number), {enrichment.ENRICHMENT_SELECT},
+    $batch_seq::BIGINT AS batch_seq, k.caller_hash
+FROM batch_file AS c
+ANTI JOIN dropped_rows AS d ON d.row_id = c.file_row_number
+LEFT JOIN caller_keys AS k ON k.caller_number = c.caller_number
+{enrichment.enrichment_joins("c")}
+WHERE c.call_date = CAST($day AS DATE)
 """
 
 
 def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
-    """enriched/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>; fills counts.
+    """rated/<batch> + enriched/<batch> -> cdrs/call_date=*/<batch>, duplicate_cdrs/<batch>;
+    fills counts.
 
     Call under the warehouse writer lock: it gives the batch its landing sequence.
     """

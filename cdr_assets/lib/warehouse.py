@@ -7,6 +7,8 @@ Layout under ``CDR_WAREHOUSE_DIR``::
     raw/<batch_id>.parquet               rows as read (strings)
     validated/<batch_id>.parquet         accepted rows, typed
     rated/<batch_id>.parquet             accepted rows with cost, revenue, margin, status
+    enriched/<batch_id>.parquet          the facts of each number the batch uses, one row
+                                         per number (joined to the rows in cdrs)
     rate_decks/<version>/                the decks that priced calls, kept to explain bills
                                          and read instead of deck files of the same content
     rejected_cdrs/<batch_id>.parquet     refused rows with their reasons

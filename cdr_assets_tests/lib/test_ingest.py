@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
-from cdr_assets.lib import ingest
+from cdr_assets.lib import enrichment, ingest
+from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings
 from cdr_assets.lib.warehouse import Warehouse
@@ -296,3 +298,76 @@ def test_rerunning_a_batch_reads_its_own_archived_file_not_a_newer_namesake(
     run_batch(settings, "b1", files=[])
     assert snapshot(settings) == before
     assert (settings.landing_dir / "a.csv").exists()  # left for the next batch
+
+
+def test_the_enriched_layer_is_each_numbers_facts_joined_into_cdrs(settings: Settings) -> None:
+    drop(
+        settings,
+        "a.csv",
+        HEADER
+        + line("e1")
+        + line("e2", caller_number="+447700900123", called_number="+12025550123")
+        + line("e3", caller_number="", called_number="+442079460958")
+        + line("e4", caller_number="+33612345678", called_number="+447700900123"),
+    )
+    run_batch(settings, "b1")
+    warehouse = Warehouse(settings.warehouse_dir)
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        enriched = f"read_parquet('{warehouse.batch_file('enriched', 'b1')}')"
+        rows = con.execute(f"SELECT e164 FROM {enriched} ORDER BY 1").fetchall()
+        columns = con.execute(f"SELECT * FROM {enriched} LIMIT 0").description
+        # One row per number the calls use: the layer is the facts, not the calls.
+        assert [r[0] for r in rows] == sorted(
+            ["+12025550123", "+442079460958", "+447700900123", "+33612345678"]
+        )
+        assert [c[0] for c in columns] == [
+            "e164", "number_type", "description", "carrier_name", "timezones",
+        ]  # fmt: skip
+        # cdrs: the rated rows with those facts joined, as enrich_calls gives them in one go.
+        cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
+        con.execute(
+            "CREATE TEMP VIEW rated AS SELECT * FROM "
+            f"read_parquet('{warehouse.batch_file('rated', 'b1')}')"
+        )
+        source = cache.source_sql()
+        assert source is not None
+        names = ", ".join(enrichment.ENRICHMENT_COLUMNS)
+        expected = (
+            enrichment.enrich_calls(con, "rated", source)
+            .query("e", f"SELECT call_id, {names} FROM e ORDER BY call_id")
+            .fetchall()
+        )
+    got = query(settings, f"SELECT call_id, {names} FROM cdrs ORDER BY call_id")
+    assert got == expected and len(got) == 4
+    assert got[2][0] == "e3" and got[2][5] is None  # no caller, no caller facts
+
+
+def test_a_batch_enriched_by_an_earlier_release_gives_the_same_cdrs(settings: Settings) -> None:
+    drop(
+        settings,
+        "a.csv",
+        HEADER
+        + line("w1")
+        + line("w2", caller_number="+447700900123", start="2026-11-21T23:30:00Z")
+        + line("w3", caller_number=""),
+    )
+    run_batch(settings, "b1")
+    before = snapshot(settings)
+    warehouse = Warehouse(settings.warehouse_dir)
+    # The layout of earlier releases: the enriched layer held the wide rows, as cdrs does.
+    cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
+    source = cache.source_sql()
+    assert source is not None
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TEMP VIEW rated AS SELECT * FROM "
+            f"read_parquet('{warehouse.batch_file('rated', 'b1')}')"
+        )
+        wide = enrichment.enrich_calls(con, "rated", source).to_arrow_table()
+    pq.write_table(wide, warehouse.batch_file("enriched", "b1"))
+    for day in warehouse.cdrs_days():
+        warehouse.cdrs_file(day, "b1").unlink()
+        assert ingest.rebuild_cdrs_day(warehouse, day) > 0
+    publish_serving_file(warehouse)
+    assert snapshot(settings) == before

@@ -1,4 +1,5 @@
-"""Enrichment: each batch's calls with geography, number types, carriers and time zones."""
+"""Enrichment: the facts of each number a batch's calls use (geography, number type, carrier,
+time zones), joined to the calls when deduplication writes ``cdrs``."""
 
 import dagster as dg
 
@@ -17,10 +18,12 @@ from cdr_assets.lib import ingest
     pool="cdr_warehouse",
 )
 def enriched_cdrs(context: dg.AssetExecutionContext, cdr: CdrPipeline) -> dg.MaterializeResult:
-    """Rated calls with country names, number types, regions, carriers, caller time zone."""
+    """The facts of every number the batch's calls use, one row per number: number type,
+    region, carrier, time zones. ``cdrs`` joins them to each call (country names, number
+    types, regions, carriers, the caller's time zone and local start time)."""
     batch_id = context.partition_key
     result = ingest.enrich_batch(cdr.settings, cdr.warehouse, batch_id)
-    report(context, f"enriched {result.rows} calls ({result.numbers} distinct numbers with facts)")
+    report(context, f"facts of {result.numbers} distinct numbers for {result.rows} calls")
     return dg.MaterializeResult(
         metadata={
             **parquet_metadata([cdr.warehouse.batch_file("enriched", batch_id)]),

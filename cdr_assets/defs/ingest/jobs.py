@@ -32,8 +32,8 @@ ingest_batch = dg.define_asset_job(
 rebuild_cdrs_days = dg.define_asset_job(
     "rebuild_cdrs_days",
     selection=dg.AssetSelection.assets("cdrs", *DAY_TABLES, "serving_db"),
-    description="Rewrite one call date of cdrs and its marts from the batches' enriched "
-    "rows, then publish.",
+    description="Rewrite one call date of cdrs and its marts from the batches' rated rows "
+    "and enriched facts, then publish.",
     executor_def=dg.in_process_executor,
     tags=WRITER_TAGS,
 )

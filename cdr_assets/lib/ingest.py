@@ -354,7 +354,9 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
             + sql_file_list([warehouse.batch_file("validated", batch_id)])
             + ")"
         )
-        rated = rating.rate_calls(con, "batch_validated", decks)
+        rated = rating.rate_calls(
+            con, "batch_validated", decks, warehouse.rate_decks_dir / decks.version
+        )
         write_relation_atomic(rated, warehouse.batch_file("rated", batch_id))
         statuses = con.execute(
             "SELECT rating_status, count(*) FROM read_parquet("

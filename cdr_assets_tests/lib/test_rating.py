@@ -1468,3 +1468,54 @@ def test_prefixes_longer_than_an_integer_key(tmp_path: Path) -> None:
     }
     rows = rate(rates, [call(called_number=n, carrier_id="c3") for n in numbers])
     assert [row["destination"] for row in rows] == list(numbers.values())
+
+
+# -- the lookup tables, kept for the next process ------------------------------------------
+
+LOOKUP_CALLS = [
+    call(start_time=datetime(2024, 2, 1, tzinfo=UTC), duration_seconds=61),
+    call(called_number="+447911", duration_seconds=45),
+    call(called_number="+15551234567", call_type="national", carrier_id="carrier_b"),
+    call(carrier_id="carrier_c"),
+    call(carrier_id="nobody"),
+]
+
+
+def rate_with_lookup(decks: RateDecks, lookup: Path) -> list[tuple[Any, ...]]:
+    """The calls rated in a new connection (as in a new process) with ``lookup``."""
+    with duckdb.connect() as con:
+        table = pa.Table.from_pylist(
+            [{**c, "call_id": f"{i:03d}"} for i, c in enumerate(LOOKUP_CALLS)], schema=CALL_SCHEMA
+        )
+        con.register("calls_arrow", table)
+        con.execute("CREATE TEMP TABLE calls AS SELECT * FROM calls_arrow")
+        return rate_calls(con, "calls", decks, lookup).order("call_id").fetchall()
+
+
+def test_lookup_tables_kept_by_one_process_price_the_same_in_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decks = load_decks(snapshot_rates(tmp_path))
+    lookup = tmp_path / "rate_decks" / decks.version
+    built = rate_with_lookup(decks, lookup)
+    (kept,) = lookup.glob("*.duckdb")
+    # The same prices as a connection without any kept file (call ids aside).
+    assert [r[1:] for r in built] == [tuple(r.values())[1:] for r in rate(decks, LOOKUP_CALLS)]
+
+    def build_nothing(*args: object) -> None:
+        raise AssertionError("the lookup tables were built again")
+
+    monkeypatch.setattr(rating, "_create_group", build_nothing)
+    assert rate_with_lookup(decks, lookup) == built  # read from the kept file
+    assert kept.stat().st_size > 0
+
+
+def test_a_damaged_lookup_file_is_built_and_written_again(tmp_path: Path) -> None:
+    decks = load_decks(snapshot_rates(tmp_path))
+    lookup = tmp_path / "rate_decks" / decks.version
+    built = rate_with_lookup(decks, lookup)
+    (kept,) = lookup.glob("*.duckdb")
+    kept.write_bytes(kept.read_bytes()[:100])
+    assert rate_with_lookup(decks, lookup) == built
+    with duckdb.connect(str(kept), read_only=True) as con:  # written again, whole
+        assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] > 3

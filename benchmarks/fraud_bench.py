@@ -9,9 +9,11 @@ one injected case of every rule). Then, each in a fresh subprocess so that its p
 * ``floor``: DuckDB reading the columns the rules use from the judged day and the trailing
   days (what any detection over these files costs at least);
 * ``cold``: ``fraud.refresh_day`` for the judged day (every rule, the snooze, the alert file
-  written) with no traffic cells kept yet, so every baseline day is aggregated;
-* ``warm``: the same again, the trailing days' traffic cells now kept: what a day costs in
-  daily operation;
+  written) with nothing the rules keep per day (``warehouse.DAY_CACHE_DIRS``) yet, so every
+  baseline day is aggregated;
+* ``warm``: the same again, the trailing days' traffic cells now kept but not the judged
+  day's own (nor its candidates, which would spare judging its callers again): what a new
+  day costs in daily operation;
 * ``clean``: the same, warm, for the last trailing day, which is clean traffic (so no
   caller-hour reaches the spend floor and ``spend_velocity`` reads no history);
 * ``rules``: each rule alone (``fraud.detect_day`` with one rule, warm), to see where time
@@ -122,13 +124,17 @@ def stage_detect(
 ) -> dict[str, Any]:
     from cdr_assets.lib import fraud
     from cdr_assets.lib.fraud_config import FraudConfig
-    from cdr_assets.lib.warehouse import Warehouse
+    from cdr_assets.lib.warehouse import DAY_CACHE_DIRS, Warehouse
 
     warehouse = Warehouse(Path(args.workdir) / "warehouse")
     # The clean day is the last trailing day (one baseline day fewer).
     day = options(args).day(args.trailing_days - 1 if clean else args.trailing_days)
-    if cold:  # no day's traffic cells kept yet: every baseline day is aggregated
-        shutil.rmtree(warehouse.state_dir / "fraud_traffic_cells", ignore_errors=True)
+    # What the rules keep per day (traffic cells, negative-margin parts, the candidates a
+    # late file reuses): cold, none is kept yet, so every baseline day is aggregated; warm,
+    # the day's own are not (it is a new day), the trailing days' are.
+    for cache in DAY_CACHE_DIRS:
+        folder = warehouse.state_dir / cache
+        shutil.rmtree(folder if cold else folder / day, ignore_errors=True)
     started, cpu = time.perf_counter(), time.process_time()
     result = fraud.refresh_day(warehouse, day, FraudConfig())
     return {

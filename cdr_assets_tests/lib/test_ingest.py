@@ -371,3 +371,45 @@ def test_a_batch_enriched_by_an_earlier_release_gives_the_same_cdrs(settings: Se
         assert ingest.rebuild_cdrs_day(warehouse, day) > 0
     publish_serving_file(warehouse)
     assert snapshot(settings) == before
+
+
+def test_files_read_by_a_pool_of_processes_give_the_tables_of_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def landed(folder: str) -> Settings:
+        settings = Settings(
+            landing_dir=tmp_path / folder / "landing",
+            rates_dir=SHIPPED_RATES,
+            warehouse_dir=tmp_path / folder / "warehouse",
+        )
+        settings.landing_dir.mkdir(parents=True)
+        for n in range(5):  # good rows, a malformed record, a refused row, in each file
+            drop(
+                settings,
+                f"f{n}.csv",
+                HEADER + line(f"c{n}") + "x,y\n" + line(f"d{n}", duration="-1"),
+            )
+        (settings.landing_dir / "latin1.csv").write_bytes(
+            HEADER.encode() + "é,\n".encode("latin-1")
+        )
+        drop(settings, "empty.csv", "")
+        return settings
+
+    monkeypatch.setenv("CDR_CALLER_HASH_KEY", "one key for both warehouses")
+    one = landed("one")
+    run_batch(one, "b1")
+    monkeypatch.setattr(ingest, "PARALLEL_READ_BYTES", 0)  # every batch on every core
+    read_by_pool: list[int] = []
+    submit = ingest.ProcessPoolExecutor.submit
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        read_by_pool.append(1)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ingest.ProcessPoolExecutor, "submit", counted)
+    pool = landed("pool")
+    run_batch(pool, "b1")
+    assert len(read_by_pool) == 7  # every file with a safe name (refused ones too)
+    assert snapshot(pool) == snapshot(one)
+    raw = [pq.read_table(Warehouse(s.warehouse_dir).batch_file("raw", "b1")) for s in (one, pool)]
+    assert raw[0].num_rows == 15 and raw[0].equals(raw[1])

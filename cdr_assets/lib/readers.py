@@ -374,12 +374,16 @@ def _split_csv_body(body: memoryview, width: int) -> _CsvRecords:
     if columns is not None:
         return _CsvRecords(columns)
     # Malformed records (or input pyarrow gave up on): the csv module finds them with
-    # exact record numbers, and pyarrow still parses the rest unless it disagrees.
-    lines = _PHYSICAL_LINE.findall(bytes(body).decode("utf-8"))
-    bad = _find_bad_records(lines, width)
+    # exact record numbers (Arrow does, in a text without quotes), and pyarrow still parses
+    # the rest unless it disagrees.
+    text = bytes(body).decode("utf-8")
+    unquoted = '"' not in text and "\x00" not in text
+    bad = _unquoted_bad_records(text, width) if unquoted else None
+    if bad is None:
+        bad = _find_bad_records(_PHYSICAL_LINE.findall(text), width)
     good = _parse_good_records(bad, width)
     if good is None:
-        good = _transpose_good_records(lines, width)
+        good = _transpose_good_records(_PHYSICAL_LINE.findall(text), width)
     return _with_bad_records(good, bad)
 
 
@@ -465,6 +469,33 @@ def _find_bad_records(lines: list[str], width: int) -> _BadRecords:
         kept_from = end
     kept.append("".join(lines[kept_from:]))
     return _BadRecords(total, positions, texts, "".join(kept))
+
+
+def _unquoted_bad_records(text: str, width: int) -> _BadRecords:
+    """What :func:`_find_bad_records` finds, for a text without a quote or NUL character,
+    with Arrow kernels instead of the csv module: each physical line is a record, its
+    fields the text between commas (as csv.reader reads such a line), and a line with one
+    field of whitespace only is blank (no record)."""
+    lines = pc.list_flatten(
+        pc.split_pattern_regex(pa.array([text], pa.large_string()), r"\r\n|\r|\n")
+    )
+    fields = pc.add(pc.count_substring(lines, ","), 1)
+    blank = pc.and_(
+        pc.equal(fields, 1), pc.equal(pc.utf8_trim(lines, characters=_PY_WHITESPACE), "")
+    )
+    records = pc.filter(lines, pc.invert(blank))
+    bad = pc.not_equal(pc.filter(fields, pc.invert(blank)), width)
+    good = pc.filter(records, pc.invert(bad))
+    joined = pc.binary_join(
+        pa.LargeListArray.from_arrays(pa.array([0, len(good)], pa.int64()), good),
+        pa.scalar("\n", pa.large_string()),
+    )
+    return _BadRecords(
+        total=len(records),
+        positions=np.flatnonzero(bad.to_numpy(zero_copy_only=False)).tolist(),
+        texts=pc.filter(records, bad).to_pylist(),
+        good_text=(joined[0].as_py() or "") + "\n" if len(good) else "",
+    )
 
 
 def _record_text(lines: list[str]) -> str:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cdr_assets.lib import readers
 from cdr_assets.lib.readers import (
     CANONICAL_FIELDS,
     SUPPORTED_SUFFIXES,
@@ -445,6 +446,39 @@ def test_csv_random_files_read_as_the_csv_module_reads_them(tmp_path: Path, seed
         assert got == expected
         assert column(table, "source_row") == list(range(1, len(expected) + bool(suffix) + 1))
         assert column(table, "malformed")[-1:] == ([True] if suffix else [False] * bool(good))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_text_without_quotes_finds_the_records_the_csv_module_finds(seed: int) -> None:
+    """Arrow's search for malformed records in a text without quotes (a physical line is a
+    record) and the csv module's agree: record count, positions, texts, the good records."""
+    rng = random.Random(seed)
+    width = rng.randrange(1, 5)
+    pieces = ["a", "b", "7", " ", "\t", ",", "é", "\u00a0", "\x1c", "\ufeff", "+44"]
+    ends = ["\n", "\r\n", "\r"]
+    lines = []
+    for _ in range(rng.randrange(0, 40)):
+        kind = rng.random()
+        if kind < 0.15:  # a blank line, or whitespace only
+            body = rng.choice(["", " ", "\t ", "\u00a0"])
+        elif kind < 0.3:  # a malformed record: too few or too many fields
+            body = ",".join(rng.choice(pieces) for _ in range(rng.choice([1, width + 1, 7])))
+        else:
+            body = ",".join(
+                "".join(rng.choice(pieces) for _ in range(rng.randrange(4))) for _ in range(width)
+            )
+        lines.append(body + rng.choice(ends))
+    text = "".join(lines) + rng.choice(["", "x,y,z,w,v,u"])
+    arrow = readers._unquoted_bad_records(text, width)
+    module = readers._find_bad_records(readers._PHYSICAL_LINE.findall(text), width)
+    assert (arrow.total, arrow.positions, arrow.texts) == (
+        module.total,
+        module.positions,
+        module.texts,
+    )
+    ours, theirs = (readers._parse_good_records(b, width) for b in (arrow, module))
+    assert ours is not None and theirs is not None
+    assert [c.to_pylist() for c in ours] == [c.to_pylist() for c in theirs]
 
 
 def test_csv_all_records_malformed(tmp_path: Path) -> None:

@@ -935,19 +935,20 @@ def _kept_candidates(
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         kept = folder / str(state["candidates"])
         old = state["signature"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        old_files = dict(old["files"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # none kept, or not in this release's layout: judge every caller
     files = signature["files"]
     if (
         not kept.exists()
         or {k: v for k, v in old.items() if k != "files"}
         != {k: v for k, v in signature.items() if k != "files"}
-        or any(files.get(name) != stat for name, stat in old["files"].items())
+        or any(files.get(name) != stat for name, stat in old_files.items())
     ):
         return None
     added = [
         warehouse.cdrs_dir / f"call_date={name.split('/')[0]}" / name.split("/")[1]
-        for name in sorted(set(files) - set(old["files"]))
+        for name in sorted(set(files) - set(old_files))
     ]
     return kept, added
 

@@ -16,9 +16,8 @@ CDR_RETENTION_REJECTED_DAYS 400         a batch's refused data: ``rejected_cdrs/
                                         ``landing_rejected/<batch>/`` (the only copy of what
                                         was refused, hence the long default)
 CDR_RETENTION_CDRS_DAYS     400         ``cdrs/call_date=<day>/*.parquet`` by call date,
-                                        and the caches of the day's per-file aggregates
-                                        ``_state/<cache>/<day>/`` (marts' and fraud
-                                        rules' cells)
+                                        and what the marts and the fraud rules keep of
+                                        the day's files, ``_state/<cache>/<day>/``
 CDR_RETENTION_MARTS_DAYS    forever     ``<mart>/<YYYY-MM-DD>.parquet`` and
                                         ``fraud_alerts/<YYYY-MM-DD>.parquet`` by day, and
                                         ``monthly_summary/<YYYY-MM>.parquet`` once the whole

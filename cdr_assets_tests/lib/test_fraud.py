@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -353,6 +354,11 @@ def test_anything_but_added_files_judges_every_caller_again(scenario: Run, tmp_p
     os.utime(earlier, ns=(earlier.stat().st_atime_ns, earlier.stat().st_mtime_ns + 1))
     assert fraud.refresh_day(copy, day, stricter).callers_judged is None
     earlier.unlink()
+    assert fraud.refresh_day(copy, day, stricter).callers_judged is None
+    # Kept candidates in another layout (a later release's, a damaged file): all again.
+    (copy.state_dir / fraud.CANDIDATES_DIR / day / "state.json").write_text(
+        json.dumps({"candidates": "x.parquet", "signature": {"files": ["not", "a", "map"]}})
+    )
     assert fraud.refresh_day(copy, day, stricter).callers_judged is None
     # A day without calls any more keeps no candidates.
     for path in copy.table_files_for_day(day):

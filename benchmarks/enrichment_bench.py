@@ -171,12 +171,7 @@ def stage_floor(work: Path) -> dict[str, Any]:
 
 def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from cdr_assets.lib.enrichment import (
-        ENRICHMENT_SELECT,
-        batch_facts,
-        enrichment_joins,
-        open_facts,
-    )
+    from cdr_assets.lib.enrichment import batch_facts, join_facts, open_facts
     from cdr_assets.lib.ingest import VALIDATE_CHUNK_ROWS
     from cdr_assets.lib.numbers import FRESH_COUNTS, NumberFactsCache
     from cdr_assets.lib.validation import FACT_COLUMNS
@@ -216,10 +211,7 @@ def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
     stepped = time.perf_counter()
     # What deduplication adds when it writes cdrs: the facts joined to every row.
     open_facts(con, f"read_parquet('{_sql_path(facts_file)}')")
-    joined = con.sql(
-        f"SELECT c.*, {ENRICHMENT_SELECT} FROM batch_calls AS c {enrichment_joins('c')}"
-    )
-    write_relation_atomic(joined, out)
+    write_relation_atomic(join_facts(con, "batch_calls"), out)
     finished = time.perf_counter()
     # The same rows written without the enrichment (not part of "seconds"): what writing
     # them costs anyway, so that the join's own cost is the difference.

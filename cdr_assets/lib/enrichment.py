@@ -166,4 +166,9 @@ def enrich_calls(
     ``cdrs`` holds of a batch's calls and their enriched layer (:func:`batch_facts`)."""
     batch_facts(con, calls, number_facts)
     open_facts(con, "enrich_batch_facts")
-    return con.sql(f"SELECT c.*, {ENRICHMENT_SELECT} FROM calls AS c {enrichment_joins('c')}")
+    return join_facts(con, "calls")
+
+
+def join_facts(con: duckdb.DuckDBPyConnection, calls: str) -> duckdb.DuckDBPyRelation:
+    """``calls`` with :data:`ENRICHMENT_COLUMNS` joined from the tables of :func:`open_facts`."""
+    return con.sql(f"SELECT c.*, {ENRICHMENT_SELECT} FROM {calls} AS c {enrichment_joins('c')}")

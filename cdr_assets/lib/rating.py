@@ -1506,7 +1506,7 @@ def _register(
     if existing:
         return plan
     prefix = plan.ready.removesuffix("_ready")
-    kept = None if lookup is None else lookup / f"{prefix.lstrip('_')}.duckdb"
+    kept = None if lookup is None else lookup / f"{prefix.lstrip('_')}.v{LOOKUP_FORMAT}.duckdb"
     if kept is None or not _read_lookup(con, kept, prefix):
         arrow = prefix + "_arrow"
         known = pa.array(_known_carriers(decks), type=pa.string())
@@ -1530,6 +1530,10 @@ def _register(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {plan.ready} AS SELECT 1 AS ready").fetchall()
     return plan
 
+
+# Part of a kept lookup file's name: raise it when the tables ``_register`` builds change
+# (a column, a table), so that files of the old layout are not read.
+LOOKUP_FORMAT = 1
 
 _LOOKUP_TABLES_SQL = """
 SELECT table_name FROM duckdb_tables()

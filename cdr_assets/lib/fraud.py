@@ -947,8 +947,8 @@ def _kept_candidates(
     ):
         return None
     added = [
-        warehouse.cdrs_dir / f"call_date={name.split('/')[0]}" / name.split("/")[1]
-        for name in sorted(set(files) - set(old_files))
+        warehouse.cdrs_file(day_key, Path(file).stem)
+        for day_key, file in (name.split("/") for name in sorted(set(files) - set(old_files)))
     ]
     return kept, added
 

@@ -377,13 +377,15 @@ def _split_csv_body(body: memoryview, width: int) -> _CsvRecords:
     # exact record numbers (Arrow does, in a text without quotes), and pyarrow still parses
     # the rest unless it disagrees.
     text = bytes(body).decode("utf-8")
-    unquoted = '"' not in text and "\x00" not in text
-    bad = _unquoted_bad_records(text, width) if unquoted else None
-    if bad is None:
-        bad = _find_bad_records(_PHYSICAL_LINE.findall(text), width)
+    lines = None  # the physical lines, split once and only when the csv module needs them
+    if '"' not in text and "\x00" not in text:
+        bad = _unquoted_bad_records(text, width)
+    else:
+        lines = _PHYSICAL_LINE.findall(text)
+        bad = _find_bad_records(lines, width)
     good = _parse_good_records(bad, width)
     if good is None:
-        good = _transpose_good_records(_PHYSICAL_LINE.findall(text), width)
+        good = _transpose_good_records(lines or _PHYSICAL_LINE.findall(text), width)
     return _with_bad_records(good, bad)
 
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -315,6 +315,10 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
     temporaries = {name: temporary_sibling(path) for name, path in outputs.items()}
     totals = ValidationResult(rows_read=0, rows_accepted=0, rows_rejected=0, reason_counts={})
     refused_per_file: dict[str, int] = {}
+    # The appends (pyarrow's Parquet writer, one core) run on a thread of their own while the
+    # next chunk is validated; one chunk's appends at a time, in chunk order.
+    appender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validated-append")
+    appending: Future[None] | None = None
     try:
         for table in _raw_chunks(raw):
             numbers = pa.chunked_array(
@@ -329,17 +333,24 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
                     source_timezone=settings.source_timezone,
                     max_duration_seconds=settings.max_duration_seconds,
                 )
-                for name, view in _VALIDATION_OUTPUTS:
-                    _append(writers, name, temporaries[name], con.table(view).to_arrow_table())
+                done = [
+                    (name, con.table(view).to_arrow_table()) for name, view in _VALIDATION_OUTPUTS
+                ]
                 for file, n in con.execute(
                     "SELECT source_file, count(*) FROM rejected_rows GROUP BY 1"
                 ).fetchall():
                     refused_per_file[str(file)] = refused_per_file.get(str(file), 0) + int(n)
             totals = _add_results(totals, result)
+            if appending is not None:
+                appending.result()
+            appending = appender.submit(_append_all, writers, temporaries, done)
+        if appending is not None:
+            appending.result()
         for name, path in outputs.items():
             writers.pop(name).close()
             os.replace(temporaries[name], path)
     finally:
+        appender.shutdown(wait=True)
         for writer in writers.values():
             writer.close()
         for tmp in temporaries.values():
@@ -378,6 +389,13 @@ def _raw_chunks(raw: pq.ParquetFile) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
     if empty:
         yield RAW_SCHEMA.empty_table()
+
+
+def _append_all(
+    writers: dict[str, pq.ParquetWriter], paths: dict[str, Path], tables: list[tuple[str, pa.Table]]
+) -> None:
+    for name, table in tables:
+        _append(writers, name, paths[name], table)
 
 
 def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: pa.Table) -> None:

@@ -370,9 +370,22 @@ def _split_csv_body(body: memoryview, width: int) -> _CsvRecords:
     if _skip_blank_lines(body, 0) >= len(body):
         # pyarrow refuses an input without rows; a header-only CSV is 0 rows.
         return _CsvRecords([pa.chunked_array([], pa.string())] * width)
-    columns = _parse_csv_fast(body, width)
-    if columns is not None:
+    # In a text without quotes a physical line is a record, so pyarrow may skip malformed
+    # records and go on: their places are then found by byte searches (_line_bad_records).
+    data = np.frombuffer(body, dtype=np.uint8)
+    unquoted = not (data == 0x22).any() and not (data == 0x00).any()
+    skipped: list[str] | None = [] if unquoted else None
+    columns = _parse_csv_fast(body, width, skipped)
+    if columns is not None and not skipped:
         return _CsvRecords(columns)
+    if columns is not None and skipped:
+        found = _line_bad_records(data, width)
+        if (
+            found is not None
+            and len(found.positions) == len(skipped)
+            and found.total - len(found.positions) == len(columns[0])
+        ):
+            return _with_bad_records(columns, found)
     # Malformed records (or input pyarrow gave up on): the csv module finds them with
     # exact record numbers (Arrow does, in a text without quotes), and pyarrow still parses
     # the rest unless it disagrees.
@@ -389,17 +402,27 @@ def _split_csv_body(body: memoryview, width: int) -> _CsvRecords:
     return _with_bad_records(good, bad)
 
 
-def _parse_csv_fast(body: memoryview, width: int) -> list[Any] | None:
-    """Parse with pyarrow; None when the file has a malformed record or pyarrow fails."""
+def _parse_csv_fast(
+    body: memoryview, width: int, skipped: list[str] | None = None
+) -> list[Any] | None:
+    """Parse with pyarrow; None when pyarrow fails or the file has a malformed record,
+    unless ``skipped`` is given: then malformed records are left out and their texts
+    appended to it."""
     names = [f"c{index}" for index in range(width)]
 
     def on_invalid_row(row: Any) -> str:
         # pyarrow cannot say where a bad row sits (no row number with quoted newlines),
-        # so a real one sends the file to the csv module; blank lines are no rows.
+        # so a real one sends the file to the csv module unless the caller can place it;
+        # blank lines are no rows.
         try:
-            return "skip" if _is_blank_record(_parse_record(row.text)) else "error"
+            if _is_blank_record(_parse_record(row.text)):
+                return "skip"
         except csv.Error:
             return "error"
+        if skipped is None:
+            return "error"
+        skipped.append(row.text)
+        return "skip"
 
     # pyarrow drops a UTF-8 byte-order mark at the start of its input, here the first row's
     # (the file's own mark went with the header): a blank line first keeps it as text.
@@ -497,6 +520,43 @@ def _unquoted_bad_records(text: str, width: int) -> _BadRecords:
         positions=np.flatnonzero(bad.to_numpy(zero_copy_only=False)).tolist(),
         texts=pc.filter(records, bad).to_pylist(),
         good_text=(joined[0].as_py() or "") + "\n" if len(good) else "",
+    )
+
+
+# Lines of one field (blank or malformed) whose text is decoded to tell blank from malformed;
+# with more of them (a one-column file), _line_bad_records leaves the search to Arrow kernels.
+_MAX_ONE_FIELD_LINES = 10_000
+
+
+def _line_bad_records(data: np.ndarray, width: int) -> _BadRecords | None:
+    """What :func:`_unquoted_bad_records` finds, from the bytes of a text without quotes,
+    with byte searches instead of splitting the text into lines: the fields of a line are
+    its commas plus one. None (the caller searches otherwise) when a line ends in a lone
+    carriage return or too many lines have a single field. ``good_text`` is left empty:
+    the caller has the good records already."""
+    returns = int(np.count_nonzero(data == 0x0D))
+    newlines = np.flatnonzero(data == 0x0A)
+    if returns and returns != int(np.count_nonzero(data[newlines[newlines > 0] - 1] == 0x0D)):
+        return None  # a carriage return that is not part of "\r\n" also ends a line
+    starts = np.concatenate(([0], newlines + 1))
+    stops = np.concatenate((newlines, [len(data)]))
+    commas = np.flatnonzero(data == 0x2C)
+    fields = np.searchsorted(commas, stops) - np.searchsorted(commas, starts) + 1
+    single = np.flatnonzero(fields == 1)
+    if len(single) > _MAX_ONE_FIELD_LINES:
+        return None
+
+    def text(line: int) -> str:
+        return data[starts[line] : stops[line]].tobytes().decode("utf-8")
+
+    blank = np.zeros(len(fields), dtype=bool)
+    for line in single.tolist():
+        blank[line] = not text(line).strip()
+    records = np.flatnonzero(~blank)
+    bad = fields[records] != width
+    texts = [text(line).removesuffix("\r") for line in records[bad].tolist()]
+    return _BadRecords(
+        total=len(records), positions=np.flatnonzero(bad).tolist(), texts=texts, good_text=""
     )
 
 

@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -479,6 +480,56 @@ def test_a_text_without_quotes_finds_the_records_the_csv_module_finds(seed: int)
     ours, theirs = (readers._parse_good_records(b, width) for b in (arrow, module))
     assert ours is not None and theirs is not None
     assert [c.to_pylist() for c in ours] == [c.to_pylist() for c in theirs]
+    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    searched = readers._line_bad_records(data, width)
+    if searched is None:  # a line ending in a lone carriage return: left to the kernels
+        assert "\r" in text.replace("\r\n", "")
+    else:
+        assert (searched.total, searched.positions, searched.texts) == (
+            module.total,
+            module.positions,
+            module.texts,
+        )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_csv_without_quotes_places_malformed_records_as_the_csv_module_does(
+    tmp_path: Path, seed: int
+) -> None:
+    """A file without quotes: pyarrow skips the malformed records and byte searches place
+    them; every row (values, raw text, source_row, malformed) is what the csv module reads."""
+    rng = random.Random(seed)
+    width = rng.randrange(2, 5)
+    newline = rng.choice(["\n", "\r\n"])
+    pieces = ["a", "7", " ", "\t", "é", "\u00a0", "+44"]
+    header = ",".join(["call_id", "carrier_id", "note", "extra"][:width])
+    lines = []
+    for _ in range(rng.randrange(1, 60)):
+        kind = rng.random()
+        if kind < 0.1:
+            lines.append(rng.choice(["", " ", "\t"]))
+        elif kind < 0.3:
+            lines.append(",".join(rng.choice(pieces) for _ in range(rng.choice([1, width + 1]))))
+        else:
+            lines.append(",".join("".join(rng.sample(pieces, 2)) for _ in range(width)))
+    text = newline.join([header, *lines]) + rng.choice(["", newline])
+    expected = []
+    for record in list(csv.reader(io.StringIO(text, newline="")))[1:]:
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if len(record) != width:
+            expected.append((None, None, ",".join(record), True))
+        else:
+            expected.append(
+                (record[0].strip() or None, record[1].strip() or None, ",".join(record), False)
+            )
+    table = read(tmp_path, "plain.csv", text.encode("utf-8"))
+    got = [
+        (row["call_id"], row["carrier_id"], row["raw_record"], row["malformed"])
+        for row in table.to_pylist()
+    ]
+    assert got == expected
+    assert column(table, "source_row") == list(range(1, len(expected) + 1))
 
 
 def test_csv_all_records_malformed(tmp_path: Path) -> None:

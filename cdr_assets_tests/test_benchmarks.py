@@ -1,4 +1,5 @@
-"""Smoke test of the pipeline benchmark suite (``benchmarks/pipeline_bench.py``).
+"""Smoke test of the pipeline benchmark suite (``benchmarks/pipeline_bench.py``) and of the
+layer copies (``benchmarks/layer_bench.py``) on the warehouse it keeps.
 
 It runs the suite at 100,000 rows (cold, warm, incremental and batching, with small decks and
 batches) so that the generator, the measurement and the report keep working as the pipeline
@@ -18,6 +19,7 @@ from cdr_assets_tests.contract import REASON_CODES
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "pipeline_bench.py"
+LAYER_BENCH = REPO / "benchmarks" / "layer_bench.py"
 # Small decks and batches keep the run short; the day keeps its 100,000 rows.
 SMOKE_OPTIONS: dict[str, object] = {
     "--rows": 100_000,
@@ -53,11 +55,11 @@ def _check_run(run: dict[str, Any]) -> None:
 
 def test_pipeline_bench_smoke(tmp_path: Path) -> None:
     result_json, result_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    options = {**SMOKE_OPTIONS, "--workdir": tmp_path / "work"}
+    options = {**SMOKE_OPTIONS, "--workdir": tmp_path / "work", "--keep": None}
     options.update({"--json": result_json, "--markdown": result_md})
     command = [sys.executable, str(BENCH)]
     for option, value in options.items():
-        command += [option, str(value)]
+        command += [option] if value is None else [option, str(value)]
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
     )
@@ -94,3 +96,38 @@ def test_pipeline_bench_smoke(tmp_path: Path) -> None:
     table = result_md.read_text(encoding="utf-8")
     assert "| cold cache, 100,000-row day | 100,000 |" in table
     assert "| batching: 5 files, warm |" in table
+
+    # The layer copies, on the cold warehouse the suite kept (the day and the late file).
+    layers_json = tmp_path / "layers.json"
+    work = tmp_path / "work" / "day_100000"
+    layer_options = {
+        "--warehouse": work / "cold" / "warehouse",
+        "--csv": work / "source" / "day",
+        "--json": layers_json,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(LAYER_BENCH),
+            *(str(x) for pair in layer_options.items() for x in pair),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    layers = json.loads(layers_json.read_text(encoding="utf-8"))
+    both = [cold["counts"], late["counts"]]
+    assert layers["floor"]["rows"] == cold["counts"]["rows_read"]
+    assert {name: r["rows"] for name, r in layers["layers"].items()} == {
+        "raw": sum(c["rows_read"] for c in both),
+        "validated": sum(c["rows_accepted"] for c in both),
+        "rated": sum(c["rows_accepted"] for c in both),
+        "cdrs": late["counts"]["day_cdrs"],
+    }
+    assert [r["columns"] for r in layers["layers"].values()] == sorted(
+        r["columns"] for r in layers["layers"].values()
+    )
+    assert "| the four layers together |" in done.stdout

@@ -429,6 +429,8 @@ def _parse_csv_fast(
     data = b"\n" + bytes(body) if bytes(body[:3]) == codecs.BOM_UTF8 else body
     block_size = _CSV_BLOCK_SIZE
     while True:
+        if skipped is not None:
+            skipped.clear()  # a retry with a larger block meets the same records again
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(pa.py_buffer(data)),

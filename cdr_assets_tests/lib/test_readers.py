@@ -676,6 +676,26 @@ def test_csv_ten_megabyte_field_in_a_malformed_file(tmp_path: Path) -> None:
     assert column(table, "raw_record")[1] == "C2"
 
 
+def test_csv_without_quotes_places_malformed_records_without_splitting_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow skips them and the byte search places them, a record longer than pyarrow's
+    block included: the text is never split into lines nor parsed twice."""
+
+    def unused(*args: object) -> None:
+        raise AssertionError("the line-by-line search was used")
+
+    monkeypatch.setattr(readers, "_unquoted_bad_records", unused)
+    monkeypatch.setattr(readers, "_find_bad_records", unused)
+    big = "y" * (readers._CSV_BLOCK_SIZE + 1_000_000)
+    table = read(
+        tmp_path, "bigbad.csv", csv_bytes("call_id,carrier_id", "C0", f"C1,{big}", "C2,a,b")
+    )
+    assert column(table, "malformed") == [True, False, True]
+    assert column(table, "raw_record")[::2] == ["C0", "C2,a,b"]
+    assert column(table, "carrier_id")[1] == big
+
+
 def test_csv_ten_megabyte_field_in_the_malformed_record(tmp_path: Path) -> None:
     big = "z" * 10_000_000
     table = read(tmp_path, "bigbad.csv", csv_bytes("call_id,carrier_id", "C1,A", f'C2,"{big}",x'))

@@ -9,12 +9,14 @@ one after the other in this process:
 * ``floor``: DuckDB reading the CSV files and writing one Parquet file (the same query as
   the pipeline bench's floor);
 * for each layer: DuckDB reading the layer's files of the batch and writing the same rows
-  and columns again, with the pipeline's Parquet options, memory limit and unordered
-  writes (``warehouse.PARQUET_COPY_OPTIONS``, ``step_connection(keep_order=False)``).
+  and columns again, as the pipeline writes a layer: ``warehouse.copy_to_parquet_atomic``
+  (its Parquet options) on a ``step_connection(keep_order=False)`` (its memory limit and
+  unordered writes).
 
-The sum of the layer copies is a lower bound for the pipeline's run as it is designed (each
-step also computes something), so its ratio to the floor says how much of the gap to a
-target the layers themselves take. It prints a Markdown table and, with ``--json FILE``,
+Each layer is written once and read at least once by a run of the pipeline, so the sum of
+the copies is roughly a lower bound for a run as the pipeline is designed (each step also
+computes something); its ratio to the floor says how much of the gap to a target the layers
+themselves take. It prints a Markdown table and, with ``--json FILE``,
 writes the figures.
 
     python benchmarks/pipeline_bench.py --rows 10000000 --scenarios cold --keep \\
@@ -38,8 +40,8 @@ from machine_info import machine
 from pipeline_bench import stage_floor, versions
 
 from cdr_assets.lib.warehouse import (
-    PARQUET_COPY_OPTIONS,
     Warehouse,
+    copy_to_parquet_atomic,
     sql_file_list,
     step_connection,
 )
@@ -55,10 +57,7 @@ def layer_files(warehouse: Warehouse, layer: str) -> list[Path]:
 def copy_layer(warehouse: Warehouse, files: list[Path], out: Path) -> dict[str, Any]:
     with step_connection(warehouse, keep_order=False) as con:
         started = time.perf_counter()
-        con.execute(
-            f"COPY (SELECT * FROM read_parquet({sql_file_list(files)})) "
-            f"TO '{str(out).replace(chr(39), chr(39) * 2)}' ({PARQUET_COPY_OPTIONS})"
-        )
+        copy_to_parquet_atomic(con, f"SELECT * FROM read_parquet({sql_file_list(files)})", out)
         seconds = time.perf_counter() - started
     meta = pq.ParquetFile(out).metadata
     result = {

@@ -229,7 +229,8 @@ def _read_files(
 
 def _read_file(path: Path, limit: int) -> tuple[pa.Table | None, str | None]:
     try:
-        return readers.read_landing_file(path, max_uncompressed_bytes=limit), None
+        table = readers.read_landing_file(path, max_uncompressed_bytes=limit, implied_records=True)
+        return table, None
     except readers.FileRejected as exc:
         return None, str(exc)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gc
 import gzip
 import io
@@ -100,9 +101,18 @@ def is_supported(name: str) -> bool:
 
 
 def read_landing_file(
-    path: Path, *, max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+    path: Path,
+    *,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    implied_records: bool = False,
 ) -> pa.Table:
     """Read one landing file into a table of OUTPUT_SCHEMA, rows in file order.
+
+    ``implied_records``: leave ``raw_record`` null where it is exactly the row's ten
+    canonical fields joined by commas (nulls as empty), which :func:`record_text_sql`
+    gives back. That is every well-formed record of a CSV file whose header is the
+    canonical fields in their order and whose values are neither stripped nor quoted; any
+    other row keeps its text.
 
     Raises FileRejected when the file cannot be read at all: unknown format, broken
     gzip, content over ``max_uncompressed_bytes``, undecodable text, empty content,
@@ -117,7 +127,7 @@ def read_landing_file(
     if not content:
         raise FileRejected("empty file")
     readers: dict[str, Callable[[bytes], pa.Table]] = {
-        ".csv": _read_csv,
+        ".csv": functools.partial(_read_csv, implied_records=implied_records),
         ".json": _read_json_array,
         ".ndjson": _read_json_lines,
         ".jsonl": _read_json_lines,
@@ -276,7 +286,7 @@ class _BadRecords:
     good_text: str
 
 
-def _read_csv(content: bytes) -> pa.Table:
+def _read_csv(content: bytes, *, implied_records: bool = False) -> pa.Table:
     data = _utf8_body(content)
     start = _skip_blank_lines(data, 0)
     if start >= len(data):
@@ -285,7 +295,7 @@ def _read_csv(content: bytes) -> pa.Table:
     header = _parse_record(bytes(data[start:header_end]).decode("utf-8"))
     positions = _canonical_positions(header)
     records = _split_csv_body(data[body_start:], len(header))
-    return _csv_table(records, positions)
+    return _csv_table(records, positions, implied_records=implied_records)
 
 
 def _skip_blank_lines(data: memoryview, position: int) -> int:
@@ -601,19 +611,50 @@ def _with_bad_records(good: list[Any], bad: _BadRecords) -> _CsvRecords:
     return _CsvRecords([column.take(take) for column in good], pa.array(texts, pa.string()))
 
 
-def _csv_table(records: _CsvRecords, positions: dict[str, int]) -> pa.Table:
+def _csv_table(
+    records: _CsvRecords, positions: dict[str, int], *, implied_records: bool = False
+) -> pa.Table:
     columns = records.columns
     rows = len(columns[0])
     # Malformed records are null in every column, so their fields come out null.
+    trimmed = {name: _trimmed(columns[positions[name]]) for name in positions}
     fields = {
-        name: _cleaned(columns[positions[name]]) if name in positions else _nulls(rows)
+        name: _empty_as_null(trimmed[name]) if name in positions else _nulls(rows)
         for name in CANONICAL_FIELDS
     }
-    raw = _csv_line(columns)
+    if implied_records and _records_implied(columns, positions, trimmed):
+        raw = _nulls(rows)
+    else:
+        raw = _csv_line(columns)
     if records.malformed_text is None:
         return _output_table(rows, fields, raw, _falses(rows))
     raw = pc.coalesce(records.malformed_text, raw)
     return _output_table(rows, fields, raw, pc.is_valid(records.malformed_text))
+
+
+def _records_implied(
+    columns: list[Any], positions: dict[str, int], trimmed: dict[str, Any]
+) -> bool:
+    """Whether every well-formed record's text (as :func:`_csv_line` writes it) is its
+    canonical fields joined by commas: the columns are the canonical fields in order, and
+    no value was stripped or would be quoted."""
+    if len(columns) != len(CANONICAL_FIELDS) or any(
+        positions.get(name) != i for i, name in enumerate(CANONICAL_FIELDS)
+    ):
+        return False
+    return not any(
+        _contains_any(_value_bytes(column), _CSV_SPECIAL_BYTES) for column in columns
+    ) and all(
+        pc.all(pc.equal(trimmed[name], columns[positions[name]])).as_py() is not False
+        for name in CANONICAL_FIELDS
+    )
+
+
+def record_text_sql(fields: dict[str, str]) -> str:
+    """SQL for a row's ``raw_record`` where :func:`read_landing_file` left it implied (null):
+    ``fields`` maps each canonical field to the SQL expression of its value."""
+    joined = ", ".join(f"coalesce({fields[name]}, '')" for name in CANONICAL_FIELDS)
+    return f"concat_ws(',', {joined})"
 
 
 def _csv_line(columns: list[Any]) -> Any:
@@ -1004,7 +1045,14 @@ def _json_string(text: Any) -> Any:
 
 def _cleaned(column: Any) -> Any:
     """Strip as str.strip() does; what is left empty becomes null."""
-    trimmed = pc.utf8_trim(column, characters=_PY_WHITESPACE)
+    return _empty_as_null(_trimmed(column))
+
+
+def _trimmed(column: Any) -> Any:
+    return pc.utf8_trim(column, characters=_PY_WHITESPACE)
+
+
+def _empty_as_null(trimmed: Any) -> Any:
     return pc.if_else(pc.equal(trimmed, ""), _NULL_STRING, trimmed)
 
 

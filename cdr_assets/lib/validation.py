@@ -20,6 +20,7 @@ import pandera.errors
 import polars as pl
 import pyarrow as pa
 
+from cdr_assets.lib.readers import record_text_sql
 from cdr_assets.lib.schemas import FLAGS, REASONS, RULE_COLUMNS, row_rules_schema
 
 ISO_8601_PATTERN = (
@@ -94,11 +95,28 @@ LEFT JOIN number_facts AS fr ON fr.number = r.caller_number
 # The number facts PARSE_SQL reads (``number`` is the join key).
 FACT_COLUMNS = ("number", "e164", "possible", "valid", "region", "geographic", "area_code")
 
-REJECTED_SQL = """
+# A record the reader left implied (raw_record null: the canonical fields joined by commas)
+# is written out again from the fields as read.
+_RECORD_TEXT = record_text_sql(
+    {
+        "call_id": "p.call_id",
+        "caller_number": "p.caller_raw",
+        "called_number": "p.called_raw",
+        "start_time": "p.start_raw",
+        "end_time": "p.end_raw",
+        "duration_seconds": "p.duration_raw",
+        "carrier_id": "p.carrier_id",
+        "call_type": "p.call_type_raw",
+        "country_code": "p.country_code_raw",
+        "disposition": "p.disposition_raw",
+    }
+)
+
+REJECTED_SQL = f"""
 SELECT
     p.source_file,
     p.source_row,
-    p.raw_record,
+    coalesce(p.raw_record, {_RECORD_TEXT}) AS raw_record,
     f.reasons,
     p.source_file || ' row ' || p.source_row || ': ' || array_to_string(f.reasons, ', ')
         AS detail,

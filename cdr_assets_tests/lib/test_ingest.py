@@ -413,3 +413,37 @@ def test_files_read_by_a_pool_of_processes_give_the_tables_of_one_process(
     assert snapshot(pool) == snapshot(one)
     raw = [pq.read_table(Warehouse(s.warehouse_dir).batch_file("raw", "b1")) for s in (one, pool)]
     assert raw[0].num_rows == 15 and raw[0].equals(raw[1])
+
+
+def test_a_refused_row_carries_its_line_whether_raw_kept_it_or_left_it_implied(
+    settings: Settings,
+) -> None:
+    """``raw`` leaves a canonical CSV record implied (null) when its fields give it back;
+    ``rejected_cdrs.raw_record`` is the line as it was in the file either way."""
+    plain = [line("p1", duration="x"), line("", duration="60"), "broken,line\n"]
+    spaced = [line(" s1", duration="x"), line("s2", start="bad")]
+    drop(settings, "plain.csv", HEADER + line("ok1") + "".join(plain))
+    drop(settings, "spaced.csv", HEADER + line("ok2") + "".join(spaced))
+    run_batch(settings, "b1")
+    raw = pq.read_table(Warehouse(settings.warehouse_dir).batch_file("raw", "b1"))
+    kept = {
+        (row["source_file"], row["source_row"]): row["raw_record"]
+        for row in raw.select(["source_file", "source_row", "raw_record"]).to_pylist()
+    }
+    # plain.csv: only the malformed record is kept; spaced.csv has a value that is stripped.
+    assert [k for k, v in kept.items() if v is not None] == [
+        ("plain.csv", 4),
+        ("spaced.csv", 1),
+        ("spaced.csv", 2),
+        ("spaced.csv", 3),
+    ]
+    refused = query(
+        settings, "SELECT source_file, source_row, raw_record FROM rejected_cdrs ORDER BY 1, 2"
+    )
+    assert refused == [
+        ("plain.csv", 2, plain[0].rstrip("\n")),
+        ("plain.csv", 3, plain[1].rstrip("\n")),
+        ("plain.csv", 4, "broken,line"),
+        ("spaced.csv", 2, spaced[0].rstrip("\n")),
+        ("spaced.csv", 3, spaced[1].rstrip("\n")),
+    ]

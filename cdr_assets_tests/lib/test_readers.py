@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -1093,3 +1094,86 @@ def test_gzip_source_rows_count_uncompressed_content(tmp_path: Path) -> None:
     assert column(table, "source_row") == [1, 2, 3]
     assert column(table, "malformed") == [False, True, False]
     assert column(table, "raw_record") == ["C1,A", "C2", "C3,B"]
+
+
+# --- records left implied -----------------------------------------------------------
+
+
+def record_texts(table: pa.Table) -> list[str]:
+    """Each row's raw_record, an implied one written out by ``record_text_sql`` in DuckDB."""
+    sql = readers.record_text_sql({name: name for name in CANONICAL_FIELDS})
+    with duckdb.connect() as con:
+        con.register("rows", table)
+        return [
+            r[0] for r in con.execute(f"SELECT coalesce(raw_record, {sql}) FROM rows").fetchall()
+        ]
+
+
+def test_a_canonical_csv_leaves_its_well_formed_records_implied(tmp_path: Path) -> None:
+    text = f"{HEADER}\nC1,+441,+442,2026-01-05T10:00:00Z,,60,K1,,,\nbroken,line\nC2,,,,,,,,,\n"
+    path = write(tmp_path, "calls.csv", text.encode())
+    implied = read_landing_file(path, implied_records=True)
+    assert column(implied, "raw_record") == [None, "broken,line", None]
+    assert column(implied, "malformed") == [False, True, False]
+    assert record_texts(implied) == text.splitlines()[1:]
+    full = read_landing_file(path)
+    assert implied.drop_columns("raw_record") == full.drop_columns("raw_record")
+
+
+LINE = "C1,+441,+442,2026-01-05T10:00:00Z,,60,K1,,,"
+
+
+@pytest.mark.parametrize(
+    ("header", "line", "implied"),
+    [
+        (HEADER, LINE, True),
+        # The header names the fields in their order, in another case and with spaces.
+        (HEADER.upper().replace(",", " , "), LINE, True),
+        (HEADER, "C1 " + LINE[2:], False),  # a value is stripped
+        (HEADER, '"C,1"' + LINE[2:], False),  # a value is quoted
+        (HEADER + ",note", LINE + ",x", False),  # a column more
+        (",".join(reversed(CANONICAL_FIELDS)), ",".join(reversed(LINE.split(","))), False),
+    ],
+)
+def test_a_record_is_implied_only_when_the_fields_give_it_back(
+    tmp_path: Path, header: str, line: str, implied: bool
+) -> None:
+    path = write(tmp_path, "calls.csv", f"{header}\n{line}\n".encode())
+    read_implied = read_landing_file(path, implied_records=True)
+    assert column(read_implied, "raw_record") == [None if implied else line]
+    assert record_texts(read_implied) == [line]
+
+
+def implied_round_trip(tmp_path: Path, seed: int) -> int:
+    """A random CSV file, canonical or not, read with implied records and in full: writing
+    the implied records out again with ``record_text_sql`` gives every row's raw_record
+    of the full read. Returns how many records were left implied."""
+    rng = random.Random(seed)
+    fields = list(CANONICAL_FIELDS)
+    if rng.random() < 0.3:
+        rng.shuffle(fields)
+    if rng.random() < 0.2:
+        fields.append("note")
+    pieces = ["a", "7", "+44", "", "", "é"]
+    if rng.random() < 0.3:
+        pieces += [" ", "\u00a0"]  # values that are stripped
+    if rng.random() < 0.3:
+        pieces += [",", '"']  # values that are quoted
+    records = []
+    for _ in range(rng.randrange(1, 50)):
+        width = len(fields) if rng.random() < 0.85 else rng.choice([1, 3, len(fields) + 1])
+        records.append(["".join(rng.sample(pieces, 2)) for _ in range(width)])
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator=rng.choice(["\n", "\r\n"])).writerows([fields, *records])
+    path = write(tmp_path, "random.csv", buffer.getvalue().encode())
+    implied = read_landing_file(path, implied_records=True)
+    full = read_landing_file(path)
+    assert record_texts(implied) == column(full, "raw_record")
+    assert implied.drop_columns("raw_record") == full.drop_columns("raw_record")
+    return implied["raw_record"].null_count
+
+
+def test_implied_records_written_out_are_the_records_read_in_full(tmp_path: Path) -> None:
+    implied = [implied_round_trip(tmp_path, seed) for seed in range(60)]
+    # The files take both paths: some leave records implied, the others none.
+    assert 10 <= sum(1 for n in implied if n) <= 50, implied

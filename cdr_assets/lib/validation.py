@@ -207,7 +207,10 @@ class ValidationResult:
 
 
 def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.DataFrame:
-    """(row_idx, reasons) for every row that breaks a rule, reasons in contract order."""
+    """(row_idx, reasons) for every row that breaks a rule, reasons in contract order.
+
+    ``row_idx`` is the row's value of the column ``row_idx`` when ``parsed`` has one (its
+    rows then need no order), else its position in ``parsed``."""
     schema = row_rules_schema(max_duration_seconds)
     try:
         schema.validate(parsed, lazy=True)
@@ -223,6 +226,8 @@ def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.Dat
         # A column of the parsed frame has the wrong type: a bug here, not bad input.
         raise RuntimeError(f"parsed CDRs do not match the rules schema:\n{unexpected}")
     order = {reason: i for i, reason in enumerate(REASONS)}
+    if "row_idx" in parsed.columns:
+        cases = cases.with_columns(index=parsed.get_column("row_idx").gather(cases["index"]))
     return (
         cases.select(
             pl.col("index").cast(pl.Int64).alias("row_idx"),
@@ -251,7 +256,7 @@ def validate_batch(
     con.register("raw_batch", indexed)
     con.register("number_facts", number_facts)
     con.execute(PARSE_SQL, {"iso": ISO_8601_PATTERN})
-    parsed = con.sql(f"SELECT {', '.join(RULE_COLUMNS)} FROM parsed ORDER BY row_idx").pl()
+    parsed = con.sql(f"SELECT row_idx, {', '.join(RULE_COLUMNS)} FROM parsed").pl()
     failures = find_row_failures(parsed, max_duration_seconds)
     con.register("row_failures", failures.to_arrow())
     con.execute("SET TimeZone = 'UTC'")

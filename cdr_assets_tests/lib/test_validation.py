@@ -11,7 +11,7 @@ import pytest
 
 from cdr_assets.lib.numbers import compute_number_facts
 from cdr_assets.lib.readers import CANONICAL_FIELDS
-from cdr_assets.lib.validation import validate_batch
+from cdr_assets.lib.validation import find_row_failures, validate_batch
 
 GOOD: dict[str, str | None] = {
     "call_id": "c1",
@@ -250,3 +250,25 @@ def test_fingerprint_ignores_what_is_derived_but_not_what_is_given() -> None:
     assert base["fingerprint"] == same["fingerprint"]
     without_end = accepted_row(end_time=None)
     assert without_end["fingerprint"] != base["fingerprint"]
+
+
+def test_reasons_follow_each_rows_row_idx_not_its_position() -> None:
+    """Validation hands pandera the parsed rows in no particular order, with ``row_idx``."""
+    rows = [GOOD, {**GOOD, "call_id": None}, {**GOOD, "disposition": "x"}, GOOD]
+    with duckdb.connect() as con:
+        con.register("cases", pa.Table.from_pylist(rows))
+        parsed = con.sql(
+            """SELECT row_idx, false AS malformed, call_id, carrier_id,
+                called_number AS called_raw, true AS called_possible,
+                start_time AS start_raw, CAST(start_time AS TIMESTAMPTZ) AS start_ts,
+                end_time AS end_raw, CAST(end_time AS TIMESTAMPTZ) AS end_ts,
+                duration_seconds AS duration_raw, CAST(duration_seconds AS BIGINT)
+                    AS duration_given, NULL::BIGINT AS derived_duration,
+                call_type AS call_type_raw, call_type, country_code AS country_code_raw,
+                country_code, disposition AS disposition_raw, disposition
+            FROM (SELECT *, row_number() OVER () - 1 AS row_idx FROM cases)"""
+        ).pl()
+    in_order = find_row_failures(parsed.drop("row_idx"), 86_400)
+    reversed_rows = find_row_failures(parsed.reverse(), 86_400)
+    assert in_order.rows() == [(1, ["missing_field:call_id"]), (2, ["invalid_disposition"])]
+    assert sorted(reversed_rows.rows()) == in_order.rows()

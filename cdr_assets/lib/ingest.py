@@ -49,6 +49,22 @@ RAW_SCHEMA = pa.schema(
     + [("raw_record", pa.string()), ("malformed", pa.bool_())]
 )
 
+# Columns of the row-level layers whose values are nearly all distinct. pyarrow's writer would
+# build a dictionary for each of them in every row group and give it up; written plain, the
+# validated layer costs a fifth less CPU (and is smaller).
+DISTINCT_COLUMNS = frozenset(
+    {
+        "call_id",
+        "caller_number",
+        "called_number",
+        "start_time",
+        "end_time",
+        "fingerprint",
+        "source_row",
+        "raw_record",
+    }
+)
+
 FILE_OUTCOME_SCHEMA = pa.schema(
     [
         ("source_file", pa.string()),
@@ -110,7 +126,7 @@ def read_batch_files(
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     raw_tmp = temporary_sibling(raw_path)
     # Each file's rows are written as soon as it is read: memory holds one file, not the batch.
-    raw = pq.ParquetWriter(raw_tmp, RAW_SCHEMA, compression="zstd")
+    raw = _layer_writer(raw_tmp, RAW_SCHEMA)
     rows_read = 0
     try:
         outcomes, moves = _read_each_file(settings, warehouse, batch_id, manifest.files, raw)
@@ -290,7 +306,7 @@ ORDER BY o.source_file
 
 
 # Raw rows validated at a time: memory follows the chunk, not the batch. Validating a 10M-row
-# day alone peaks at 2.2 GB with 750,000 rows a chunk, 1.7 GB with 500,000 (3.5 s slower:
+# day alone peaks at 2.2 GiB with 750,000 rows a chunk, 1.7 GiB with 500,000 (3.5 s slower:
 # each chunk looks its numbers up in the whole facts cache).
 VALIDATE_CHUNK_ROWS = 750_000
 # The files validation writes (batch tables) and the views of validate_batch they come from.
@@ -406,8 +422,19 @@ def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: 
     with the first table's schema)."""
     writer = writers.get(name)
     if writer is None:
-        writer = writers[name] = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer = writers[name] = _layer_writer(path, table.schema)
     writer.write_table(table.cast(writer.schema))
+
+
+def _layer_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer for a row-level layer: zstd, a dictionary for all but the
+    DISTINCT_COLUMNS."""
+    dictionary = [
+        f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+        for field in schema
+        if field.name not in DISTINCT_COLUMNS
+    ]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
 
 
 def _add_results(a: ValidationResult, b: ValidationResult) -> ValidationResult:

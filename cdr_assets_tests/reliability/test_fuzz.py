@@ -552,13 +552,20 @@ def _peak_mb() -> float:
 def test_fuzzed_files_are_read_or_refused_and_every_row_is_accounted_for(
     bench: Bench, kind: str
 ) -> None:
-    before_files, before_peak = bench.files, _peak_mb()
+    before = (bench.files, bench.batches, bench.refused, bench.rows)
+    before_peak = _peak_mb()
     strategy = csv_files() if kind == "csv" else json_files()
     _fuzz(bench, strategy, FUZZ_EXAMPLES[kind])()
-    ran = bench.files - before_files
+    ran, batches, refused, rows = (
+        after - earlier
+        for after, earlier in zip(
+            (bench.files, bench.batches, bench.refused, bench.rows), before, strict=True
+        )
+    )
+    # This test's own counts (the bench is shared by both kinds).
     print(
-        f"{kind}: {ran} fuzzed files in {bench.batches} batches so far; {bench.refused} refused "
-        f"as files, {bench.rows} rows read; peak memory {_peak_mb():.0f} MB"
+        f"{kind}: {ran} fuzzed files in {batches} batches; {refused} refused as files, "
+        f"{rows} rows read; peak memory of the process {_peak_mb():.0f} MB"
     )
     assert ran >= FUZZ_EXAMPLES[kind] * FILES_PER_BATCH * (10 if FULL else 1)
     assert _peak_mb() - before_peak < MEMORY_BUDGET_MB

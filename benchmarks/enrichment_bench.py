@@ -8,8 +8,8 @@ each scenario in a fresh subprocess so that its peak memory is its own:
 * ``floor``: DuckDB reading the CSV and writing it as Parquet, the least any stage that
   touches every CDR costs;
 * ``cold``: an empty ``NumberFactsCache`` and no prefix tables; the two number columns
-  read 500,000 rows at a time and ``facts_for`` on each chunk, with the fact columns
-  validation reads, as ``ingest.validate_batch_files`` does (the vectorised engine of
+  read ``VALIDATE_CHUNK_ROWS`` rows at a time and ``facts_for`` on each chunk, with the
+  fact columns validation reads, as ``ingest.validate_batch_files`` does (the vectorised engine of
   ``number_tables`` builds phonenumbers' prefix tables and decides every number it can,
   phonenumbers parses the rest one by one, and the facts are appended to the cache: in the
   pipeline, validation's lookup: "look-ups s"); then the enrichment stage as

@@ -552,17 +552,13 @@ def _peak_mb() -> float:
 def test_fuzzed_files_are_read_or_refused_and_every_row_is_accounted_for(
     bench: Bench, kind: str
 ) -> None:
-    before = (bench.files, bench.batches, bench.refused, bench.rows)
-    before_peak = _peak_mb()
+    def totals() -> tuple[int, int, int, int]:  # the bench's, shared by both kinds
+        return bench.files, bench.batches, bench.refused, bench.rows
+
+    before, before_peak = totals(), _peak_mb()
     strategy = csv_files() if kind == "csv" else json_files()
     _fuzz(bench, strategy, FUZZ_EXAMPLES[kind])()
-    ran, batches, refused, rows = (
-        after - earlier
-        for after, earlier in zip(
-            (bench.files, bench.batches, bench.refused, bench.rows), before, strict=True
-        )
-    )
-    # This test's own counts (the bench is shared by both kinds).
+    ran, batches, refused, rows = (a - b for a, b in zip(totals(), before, strict=True))
     print(
         f"{kind}: {ran} fuzzed files in {batches} batches; {refused} refused as files, "
         f"{rows} rows read; peak memory of the process {_peak_mb():.0f} MB"

@@ -31,11 +31,13 @@ from cdr_assets.lib.validation import FACT_COLUMNS, ValidationResult, validate_b
 from cdr_assets.lib.warehouse import (
     Warehouse,
     copy_to_parquet_atomic,
+    layer_writer,
     remove_file,
     sql_file_list,
     step_connection,
     temporary_sibling,
     write_relation_atomic,
+    write_rows_atomic,
     write_text_atomic,
 )
 
@@ -47,22 +49,6 @@ RAW_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("source_row", pa.int64())]
     + [(field, pa.string()) for field in readers.CANONICAL_FIELDS]
     + [("raw_record", pa.string()), ("malformed", pa.bool_())]
-)
-
-# Columns of the row-level layers whose values are nearly all distinct. pyarrow's writer would
-# build a dictionary for each of them in every row group and give it up; written plain, the
-# validated layer costs a fifth less CPU (and is smaller).
-DISTINCT_COLUMNS = frozenset(
-    {
-        "call_id",
-        "caller_number",
-        "called_number",
-        "start_time",
-        "end_time",
-        "fingerprint",
-        "source_row",
-        "raw_record",
-    }
 )
 
 FILE_OUTCOME_SCHEMA = pa.schema(
@@ -126,7 +112,7 @@ def read_batch_files(
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     raw_tmp = temporary_sibling(raw_path)
     # Each file's rows are written as soon as it is read: memory holds one file, not the batch.
-    raw = _layer_writer(raw_tmp, RAW_SCHEMA)
+    raw = layer_writer(raw_tmp, RAW_SCHEMA)
     rows_read = 0
     try:
         outcomes, moves = _read_each_file(settings, warehouse, batch_id, manifest.files, raw)
@@ -422,19 +408,8 @@ def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: 
     with the first table's schema)."""
     writer = writers.get(name)
     if writer is None:
-        writer = writers[name] = _layer_writer(path, table.schema)
+        writer = writers[name] = layer_writer(path, table.schema)
     writer.write_table(table.cast(writer.schema))
-
-
-def _layer_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """A Parquet writer for a row-level layer: zstd, a dictionary for all but the
-    DISTINCT_COLUMNS."""
-    dictionary = [
-        f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
-        for field in schema
-        if field.name not in DISTINCT_COLUMNS
-    ]
-    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
 
 
 def _add_results(a: ValidationResult, b: ValidationResult) -> ValidationResult:
@@ -472,7 +447,7 @@ def rate_batch(settings: Settings, warehouse: Warehouse, batch_id: str) -> RateR
         rated = rating.rate_calls(
             con, "batch_validated", decks, warehouse.rate_decks_dir / decks.version
         )
-        write_relation_atomic(rated, warehouse.batch_file("rated", batch_id))
+        write_rows_atomic(rated, warehouse.batch_file("rated", batch_id))
         statuses = con.execute(
             "SELECT rating_status, count(*) FROM read_parquet("
             + sql_file_list([warehouse.batch_file("rated", batch_id)])
@@ -613,11 +588,9 @@ def deduplicate_batch(warehouse: Warehouse, batch_id: str) -> DedupResult:
         ).fetchall()
         days = {str(day): int(n) for day, n in day_rows}
         for day in days:
-            copy_to_parquet_atomic(
-                con,
-                KEPT_DAY_SQL,
+            write_rows_atomic(
+                con.sql(KEPT_DAY_SQL, params={"day": day, "batch_seq": batch_seq}),
                 warehouse.cdrs_file(day, batch_id),
-                {"day": day, "batch_seq": batch_seq},
             )
         # A re-run must not leave a day this batch no longer touches.
         dropped = []
@@ -706,18 +679,17 @@ def rebuild_cdrs_day(warehouse: Warehouse, call_date: str) -> int:
     for batch_id in sorted(touching, key=lambda b: seqs[b]):
         with step_connection(warehouse, keep_order=False) as con:
             _open_dedup(con, warehouse, batch_id, seqs[batch_id])
-            count_row = con.execute(
+            # fetchall: the result is finished before the connection streams the day's rows.
+            (count_row,) = con.execute(
                 "SELECT count(*) FROM kept_rows WHERE call_date = CAST($day AS DATE)",
                 {"day": call_date},
-            ).fetchone()
-            n = int(count_row[0]) if count_row else 0
+            ).fetchall()
+            n = int(count_row[0])
             target = warehouse.cdrs_file(call_date, batch_id)
             if n:
-                copy_to_parquet_atomic(
-                    con,
-                    KEPT_DAY_SQL,
+                write_rows_atomic(
+                    con.sql(KEPT_DAY_SQL, params={"day": call_date, "batch_seq": seqs[batch_id]}),
                     target,
-                    {"day": call_date, "batch_seq": seqs[batch_id]},
                 )
             else:
                 remove_file(target)

@@ -38,6 +38,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,88 @@ def write_relation_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Columns of the row-level layers whose values are nearly all distinct. pyarrow's writer would
+# build a dictionary for each of them in every row group and give it up; written plain, the
+# validated layer costs a fifth less CPU (and is smaller).
+DISTINCT_COLUMNS = frozenset(
+    {
+        "call_id",
+        "caller_number",
+        "called_number",
+        "start_time",
+        "end_time",
+        "fingerprint",
+        "source_row",
+        "raw_record",
+        "caller_hash",
+        "local_start_time",
+    }
+)
+
+
+def layer_writer(path: Path, schema: pa.Schema, *, store_schema: bool = True) -> pq.ParquetWriter:
+    """A pyarrow Parquet writer for a row-level layer: zstd, a dictionary for all but the
+    DISTINCT_COLUMNS. ``store_schema=False`` leaves out the Arrow schema, so that the file
+    reads back with the types a file DuckDB wrote has (no dictionary types)."""
+    dictionary = [
+        f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+        for field in schema
+        if field.name not in DISTINCT_COLUMNS
+    ]
+    return pq.ParquetWriter(
+        path, schema, compression="zstd", use_dictionary=dictionary, store_schema=store_schema
+    )
+
+
+# Rows in each Arrow batch of a streamed write (DuckDB's vector size times 60, its row group).
+STREAM_BATCH_ROWS = 122_880
+
+
+def write_rows_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> int:
+    """Write a relation's rows to ``path`` as Parquet through :func:`layer_writer`, renamed
+    into place when complete; returns the number of rows.
+
+    DuckDB computes the rows as a stream of Arrow batches while a thread of its own encodes
+    the batch before. For the wide row-level layers this costs less than DuckDB's own
+    ``COPY`` (10M rated rows: 18.5 -> 15.2 s), whose writer hashes every value of every
+    column for a dictionary.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    rows = 0
+    try:
+        reader = relation.to_arrow_reader(STREAM_BATCH_ROWS)
+        writer = layer_writer(tmp, reader.schema, store_schema=False)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-write") as pool:
+            pending: Future[None] | None = None
+            try:
+                for batch in _stream(reader):
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(writer.write_batch, batch)
+                    rows += batch.num_rows
+            finally:
+                # Never close the file while a batch is still being written into it.
+                if pending is not None:
+                    pending.exception()
+                writer.close()
+            if pending is not None:
+                pending.result()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; DuckDB's failure while computing one (pyarrow raises it as an
+    OSError) raised as the ``duckdb.Error`` a ``COPY`` of the same query would raise."""
+    try:
+        yield from reader
+    except OSError as error:
+        raise duckdb.Error(str(error)) from error
 
 
 def _sql_path(path: Path) -> str:

@@ -11,8 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from cdr_assets.lib import warehouse as warehouse_module
 from cdr_assets.lib.warehouse import (
     MEMORY_LIMIT_ENV,
     Warehouse,
@@ -22,6 +25,7 @@ from cdr_assets.lib.warehouse import (
     remove_stale_temporaries,
     step_connection,
     temporary_sibling,
+    write_rows_atomic,
     writer_lock,
 )
 
@@ -232,3 +236,91 @@ def test_spill_folders_of_dead_steps_are_removed(tmp_path: Path) -> None:
         (folder / "duckdb_temp_block-1.block").write_bytes(b"x")
     assert remove_stale_temporaries(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and other.exists()
+
+
+# Every type the row-level layers hold, nulls included, and more rows than one streamed batch.
+_LAYER_ROWS_SQL = """
+SELECT
+    'c' || i AS call_id,
+    CASE WHEN i % 7 = 0 THEN NULL ELSE ['busy', 'answered'][i % 2 + 1] END AS disposition,
+    ['a', 'b', 'c'][i % 3 + 1]::ENUM('a', 'b', 'c') AS region,
+    (i / 8)::DECIMAL(38, 4) AS cost,
+    TIMESTAMPTZ '2026-11-20 00:00:00+00' + i * INTERVAL 1 SECOND AS start_time,
+    TIMESTAMP '2026-11-20 01:00:00' + i * INTERVAL 1 SECOND AS local_start_time,
+    DATE '2026-11-20' + (i % 3)::INTEGER AS call_date,
+    CASE WHEN i % 5 = 0 THEN [] ELSE ['f' || (i % 4), 'g'] END AS flags,
+    [['x', 'y'][i % 2 + 1]::ENUM('x', 'y')] AS zones,
+    i AS source_row
+FROM range(2500) AS t(i)
+"""
+
+
+def test_streamed_rows_read_back_as_duckdb_would_have_written_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warehouse_module, "STREAM_BATCH_ROWS", 1000)
+    streamed, copied = tmp_path / "l" / "streamed.parquet", tmp_path / "copied.parquet"
+    with duckdb.connect() as con:
+        assert write_rows_atomic(con.sql(_LAYER_ROWS_SQL), streamed) == 2500
+        copy_to_parquet_atomic(con, _LAYER_ROWS_SQL, copied)
+        types = [con.sql(f"DESCRIBE SELECT * FROM '{p}'").fetchall() for p in (streamed, copied)]
+        assert types[0] == types[1]
+        for a, b in ((streamed, copied), (copied, streamed)):
+            assert con.execute(
+                f"SELECT count(*) FROM (FROM '{a}' EXCEPT ALL FROM '{b}')"
+            ).fetchall() == [(0,)]
+    assert pq.ParquetFile(streamed).metadata.num_row_groups == 3
+    # pyarrow reads it with plain types too: no ENUM comes back as a dictionary.
+    assert [f.type for f in pq.read_schema(streamed)] == [f.type for f in pq.read_schema(copied)]
+    assert [p.name for p in (tmp_path / "l").iterdir()] == ["streamed.parquet"]
+
+
+def test_a_streamed_write_of_no_rows_still_gives_the_columns(tmp_path: Path) -> None:
+    target = tmp_path / "empty.parquet"
+    with duckdb.connect() as con:
+        assert write_rows_atomic(con.sql(_LAYER_ROWS_SQL + " WHERE false"), target) == 0
+        assert [r[0] for r in con.sql(f"DESCRIBE FROM '{target}'").fetchall()][:2] == [
+            "call_id",
+            "disposition",
+        ]
+        assert con.execute(f"SELECT count(*) FROM '{target}'").fetchall() == [(0,)]
+
+
+def test_a_streamed_write_that_fails_midway_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warehouse_module, "STREAM_BATCH_ROWS", 1000)
+    folder = tmp_path / "t"
+    with duckdb.connect() as con, pytest.raises(duckdb.Error, match="boom"):
+        write_rows_atomic(
+            con.sql(
+                "SELECT CASE WHEN i < 5000 THEN i ELSE error('boom') END AS i FROM range(9000) t(i)"
+            ),
+            folder / "b1.parquet",
+        )
+    assert list(folder.iterdir()) == []
+
+    # The writer's failure, on its own thread, stops the write the same way.
+    real = warehouse_module.layer_writer
+    calls = []
+
+    def failing_writer(path: Path, schema: pa.Schema, **kwargs: bool) -> object:
+        writer = real(path, schema, **kwargs)
+
+        class Failing:
+            def write_batch(self, batch: pa.RecordBatch) -> None:
+                calls.append(batch.num_rows)
+                if len(calls) == 2:
+                    raise OSError("disk full")
+                writer.write_batch(batch)
+
+            def close(self) -> None:
+                writer.close()
+
+        return Failing()
+
+    monkeypatch.setattr(warehouse_module, "layer_writer", failing_writer)
+    with duckdb.connect() as con, pytest.raises(OSError, match="disk full"):
+        write_rows_atomic(con.sql(_LAYER_ROWS_SQL), folder / "b2.parquet")
+    assert calls[:2] == [1000, 1000]
+    assert list(folder.iterdir()) == []

@@ -22,7 +22,7 @@ from cdr_assets.defs.ingest.assets import (
     raw_cdrs,
     validate_cdrs,
 )
-from cdr_assets.defs.rating.assets import rate_decks, rated_cdrs
+from cdr_assets.defs.rating.assets import _rating_checks, rate_decks, rated_cdrs
 from cdr_assets.defs.resources import CdrPipeline
 from cdr_assets.defs.serving.assets import serving_db
 from cdr_assets.lib.rating import load_decks
@@ -279,3 +279,50 @@ def test_a_batch_whose_call_ids_are_kept_twice_fails_the_uniqueness_check(
     assert not check.passed
     assert check.metadata["rows_of_other_batches_with_these_ids"].value == 1
     assert batch_call_ids_unique(warehouse, "b2").passed  # b2's ids are still its own
+
+
+def _rating_check_results(
+    tmp_path: Path, accepted: list[tuple[str, int]], rated: list[tuple[str, int, str]]
+) -> dict[str, dg.AssetCheckResult]:
+    """The rating checks of a rated file (file, row, margin; revenue 1.5 and cost 1.0 each)
+    against a validated file of the accepted (file, row) pairs."""
+    validated_path, rated_path = tmp_path / "validated.parquet", tmp_path / "rated.parquet"
+    pq.write_table(
+        pa.table({"source_file": [f for f, _ in accepted], "source_row": [r for _, r in accepted]}),
+        validated_path,
+    )
+    with duckdb.connect() as con:
+        con.register(
+            "given",
+            pa.table({n: [row[i] for row in rated] for i, n in enumerate(("f", "r", "m"))}),
+        )
+        con.execute(
+            "COPY (SELECT f AS source_file, r AS source_row, 'rated' AS rating_status, "
+            "1.5::DECIMAL(38, 4) AS revenue, 1.0::DECIMAL(38, 4) AS cost, "
+            f"m::DECIMAL(38, 4) AS margin FROM given) TO '{rated_path}'"
+        )
+    return {c.check_name: c for c in _rating_checks(rated_path, validated_path, 0.5)}
+
+
+def test_the_rating_checks_fail_on_a_row_rated_twice_and_on_a_wrong_margin(
+    tmp_path: Path,
+) -> None:
+    # As many rated rows as accepted ones, but row 1 twice and row 2 not at all.
+    checks = _rating_check_results(
+        tmp_path,
+        [("a.csv", 0), ("a.csv", 1), ("a.csv", 2)],
+        [("a.csv", 0, "0.5"), ("a.csv", 1, "0.5"), ("a.csv", 1, "0.4")],
+    )
+    assert not checks["one_status_per_row"].passed
+    assert not checks["margin_is_revenue_minus_cost"].passed
+    assert checks["margin_is_revenue_minus_cost"].metadata["rows_breaking_it"].value == 1
+
+
+def test_the_same_row_number_in_two_files_is_two_rows_to_the_rating_checks(
+    tmp_path: Path,
+) -> None:
+    checks = _rating_check_results(
+        tmp_path, [("a.csv", 1), ("b.csv", 1)], [("a.csv", 1, "0.5"), ("b.csv", 1, "0.5")]
+    )
+    assert checks["one_status_per_row"].passed
+    assert checks["margin_is_revenue_minus_cost"].passed

@@ -130,4 +130,5 @@ def test_pipeline_bench_smoke(tmp_path: Path) -> None:
     assert [r["columns"] for r in layers["layers"].values()] == sorted(
         r["columns"] for r in layers["layers"].values()
     )
+    assert all(r["duckdb_copy_seconds"] > 0 for r in layers["layers"].values())
     assert "| the four layers together |" in done.stdout

@@ -396,8 +396,9 @@ def write_rows_atomic(relation: duckdb.DuckDBPyRelation, path: Path) -> int:
 
     DuckDB computes the rows as a stream of Arrow batches while a thread of its own encodes
     the batch before. For the wide row-level layers this costs less than DuckDB's own
-    ``COPY`` (10M rated rows: 18.5 -> 15.2 s), whose writer hashes every value of every
-    column for a dictionary.
+    ``COPY``, whose writer hashes every value of every column for a dictionary: on a 10M-row
+    day, rating took 16.8-17.0 s instead of 19.0-20.8 s, and deduplication 27.5-27.7 s
+    instead of 31.1-31.4 s (``benchmarks/RESULTS.md``, sixth round).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)

@@ -7,9 +7,9 @@ each scenario in a fresh subprocess so that its peak memory is its own:
 
 * ``floor``: DuckDB reading the CSV and writing it as Parquet, the least any stage that
   touches every CDR costs;
-* ``cold``: an empty ``NumberFactsCache`` and no prefix tables; the two number columns
-  read ``VALIDATE_CHUNK_ROWS`` rows at a time and ``facts_for`` on each chunk, with the
-  fact columns validation reads, as ``ingest.validate_batch_files`` does (the vectorised engine of
+* ``cold``: an empty ``NumberFactsCache`` and no prefix tables; the facts validation reads
+  of the batch's distinct numbers, ``ingest.batch_number_facts`` as
+  ``ingest.validate_batch_files`` calls it (the vectorised engine of
   ``number_tables`` builds phonenumbers' prefix tables and decides every number it can,
   phonenumbers parses the rest one by one, and the facts are appended to the cache: in the
   pipeline, validation's lookup: "look-ups s"); then the enrichment stage as
@@ -172,9 +172,8 @@ def stage_floor(work: Path) -> dict[str, Any]:
 def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from cdr_assets.lib.enrichment import batch_facts, join_facts, open_facts
-    from cdr_assets.lib.ingest import VALIDATE_CHUNK_ROWS
+    from cdr_assets.lib.ingest import batch_number_facts
     from cdr_assets.lib.numbers import FRESH_COUNTS, NumberFactsCache
-    from cdr_assets.lib.validation import FACT_COLUMNS
     from cdr_assets.lib.warehouse import write_relation_atomic
 
     calls = work / "calls.parquet"
@@ -189,18 +188,13 @@ def stage_enrich(work: Path, scenario: str) -> dict[str, Any]:
     view = f"CREATE TEMP VIEW batch_calls AS SELECT * FROM read_parquet('{_sql_path(calls)}')"
     started = time.perf_counter()
     if scenario != "warm-step":
-        # As ingest.validate_batch_files does: VALIDATE_CHUNK_ROWS rows at a time, each
-        # chunk's numbers looked up with the fact columns validation reads (the cold run
-        # decides the misses into the cache).
-        calls_file = pq.ParquetFile(calls)
-        for chunk in calls_file.iter_batches(
-            batch_size=VALIDATE_CHUNK_ROWS, columns=["called_number", "caller_number"]
-        ):
-            numbers = pa.chunked_array(
-                [chunk.column("called_number"), chunk.column("caller_number")], type=pa.string()
-            )
-            cache.facts_for(numbers, FACT_COLUMNS)
-            del numbers
+        # As ingest.validate_batch_files does: the facts of every distinct number, looked up
+        # FACTS_SLICE_NUMBERS at a time (the cold run decides the misses into the cache).
+        con.execute(
+            "CREATE TEMP VIEW raw_batch AS SELECT called_number, caller_number "
+            f"FROM read_parquet('{_sql_path(calls)}')"
+        )
+        batch_number_facts(con, cache)
     looked_up = time.perf_counter()
     # ingest.enrich_batch (the pipeline's enrichment stage): the facts of the batch's
     # numbers, semi-joined from the cache's files, written as the enriched layer.
@@ -302,7 +296,7 @@ def versions() -> dict[str, str]:
 SCENARIOS = {
     "cold": "cold: build prefix tables, decide every number, enrich, write",
     "warm": "warm: facts_for from the cache, enrich, write",
-    "warm-step": "warm: enrich_batch and the join alone (no look-ups by chunk)",
+    "warm-step": "warm: enrich_batch and the join alone (no look-ups)",
 }
 
 
@@ -377,7 +371,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"{cold['facts_rows']:,} valid, {cold['decided_by_engine']:,} decided by the "
         f"vectorised engine and {cold['decided_per_number']:,} by phonenumbers one by one; "
         f"{cold['cpu_seconds']:.0f} CPU s over {cold['most_processes']} processes. Reading "
-        "the number columns (by chunk, as validation does) and building the prefix tables "
+        "the distinct numbers (as validation does) and building the prefix tables "
         "are part of the cold 'look-ups s'."
     )
     t, scenarios = results["targets"], results["scenarios"]

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -27,7 +27,14 @@ from cdr_assets.lib import dedup, enrichment, privacy, rating, readers
 from cdr_assets.lib.landing import printable, unsafe_name_reason
 from cdr_assets.lib.numbers import NUMBER_FACTS_SCHEMA, NumberFactsCache
 from cdr_assets.lib.settings import Settings
-from cdr_assets.lib.validation import FACT_COLUMNS, ValidationResult, validate_batch
+from cdr_assets.lib.validation import (
+    ACCEPTED_SQL,
+    FACT_COLUMNS,
+    REJECTED_SQL,
+    ValidationResult,
+    check_rows,
+    validation_result,
+)
 from cdr_assets.lib.warehouse import (
     Warehouse,
     copy_to_parquet_atomic,
@@ -294,83 +301,57 @@ ORDER BY o.source_file
 # Raw rows validated at a time: memory follows the chunk, not the batch. Validating a 10M-row
 # day alone peaks at 2.2 GiB with 750,000 rows a chunk, 1.7 GiB with 500,000 (3.5 s slower:
 # each chunk looks its numbers up in the whole facts cache).
-VALIDATE_CHUNK_ROWS = 750_000
-# The files validation writes (batch tables) and the views of validate_batch they come from.
-_VALIDATION_OUTPUTS = (("validated", "validated_rows"), ("rejected_cdrs", "rejected_rows"))
+# Distinct numbers of a batch whose facts are looked up (and the misses decided) at a time.
+FACTS_SLICE_NUMBERS = 500_000
 
 
 def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str) -> ValidateResult:
     """raw/<batch> -> validated/<batch>, rejected_cdrs/<batch>, landed_files/<batch> (partial).
 
-    The raw rows are validated a chunk at a time (every rule is about one row), each chunk's
-    accepted and refused rows appended to the two files as it is done. ``rows_duplicate``,
-    ``replay_of`` and ``batch_seq`` of the landed files are filled by deduplication, which
-    gives the batch its place in landing order.
+    The batch is validated in one DuckDB session that reads the raw file as it goes:
+
+    1. the facts of every distinct number of the batch, from the number-facts cache, the
+       misses decided and cached (``FACTS_SLICE_NUMBERS`` at a time);
+    2. the rules checked on the parsed rows as DuckDB streams them (``check_rows`` with
+       ``parsed`` a view): only the refused rows' indexes and reasons are kept;
+    3. the accepted rows parsed again and streamed into ``validated/<batch>``, the refused
+       rows taken from the raw file into ``rejected_cdrs/<batch>``.
+
+    Nothing of the batch is held whole in memory. ``rows_duplicate``, ``replay_of`` and
+    ``batch_seq`` of the landed files are filled by deduplication, which gives the batch its
+    place in landing order.
     """
-    raw = pq.ParquetFile(warehouse.batch_file("raw", batch_id))
+    raw_path = warehouse.batch_file("raw", batch_id)
+    rows_read = pq.ParquetFile(raw_path).metadata.num_rows
     outcomes = pq.read_table(warehouse.root / "raw" / f"{batch_id}.files.parquet")
     cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
-    outputs = {
-        "validated": warehouse.batch_file("validated", batch_id),
-        "rejected_cdrs": warehouse.batch_file("rejected_cdrs", batch_id),
-    }
-    writers: dict[str, pq.ParquetWriter] = {}
-    for path in outputs.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    temporaries = {name: temporary_sibling(path) for name, path in outputs.items()}
-    totals = ValidationResult(rows_read=0, rows_accepted=0, rows_rejected=0, reason_counts={})
-    refused_per_file: dict[str, int] = {}
-    # The appends (pyarrow's Parquet writer, one core) run on a thread of their own while the
-    # next chunk is validated; one chunk's appends at a time, in chunk order.
-    appender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validated-append")
-    appending: Future[None] | None = None
-    try:
-        for table in _raw_chunks(raw):
-            numbers = pa.chunked_array(
-                table["called_number"].chunks + table["caller_number"].chunks, type=pa.string()
-            )
-            with step_connection(warehouse) as con:
-                result = validate_batch(
-                    con,
-                    table,
-                    cache.facts_for(numbers, FACT_COLUMNS),
-                    batch_id=batch_id,
-                    source_timezone=settings.source_timezone,
-                    max_duration_seconds=settings.max_duration_seconds,
-                )
-                done = [
-                    (name, con.table(view).to_arrow_table()) for name, view in _VALIDATION_OUTPUTS
-                ]
-                for file, n in con.execute(
-                    "SELECT source_file, count(*) FROM rejected_rows GROUP BY 1"
-                ).fetchall():
-                    refused_per_file[str(file)] = refused_per_file.get(str(file), 0) + int(n)
-            totals = _add_results(totals, result)
-            if appending is not None:
-                appending.result()
-            appending = appender.submit(_append_all, writers, temporaries, done)
-        if appending is not None:
-            appending.result()
-        for name, path in outputs.items():
-            writers.pop(name).close()
-            os.replace(temporaries[name], path)
-    finally:
-        appender.shutdown(wait=True)
-        for writer in writers.values():
-            writer.close()
-        for tmp in temporaries.values():
-            tmp.unlink(missing_ok=True)
+    rejected_path = warehouse.batch_file("rejected_cdrs", batch_id)
+    with step_connection(warehouse, keep_order=False) as con:
+        con.execute(
+            "CREATE TEMP VIEW raw_batch AS SELECT * EXCLUDE (file_row_number), "
+            f"file_row_number AS row_idx FROM read_parquet({sql_file_list([raw_path])}, "
+            "file_row_number = true)"
+        )
+        con.register("number_facts", batch_number_facts(con, cache))
+        failures = check_rows(
+            con,
+            source_timezone=settings.source_timezone,
+            max_duration_seconds=settings.max_duration_seconds,
+            materialize=False,
+        )
+        params = {"batch_id": batch_id}
+        write_rows_atomic(
+            con.sql(ACCEPTED_SQL, params=params), warehouse.batch_file("validated", batch_id)
+        )
+        write_rows_atomic(con.sql(REJECTED_SQL, params=params), rejected_path)
+        refused_per_file = con.sql(
+            "SELECT source_file, count(*) AS n "
+            f"FROM read_parquet({sql_file_list([rejected_path])}) GROUP BY 1"
+        ).to_arrow_table()
+    totals = validation_result(rows_read, failures)
     with duckdb.connect() as con:
         con.register("file_outcomes", outcomes)
-        con.register(
-            "refused_per_file",
-            pa.table(
-                {
-                    "source_file": pa.array(list(refused_per_file), pa.string()),
-                    "n": pa.array(list(refused_per_file.values()), pa.int64()),
-                }
-            ),
-        )
+        con.register("refused_per_file", refused_per_file)
         landed = con.sql(
             LANDED_FILES_SQL,
             params={"batch_id": batch_id, "landed_at": datetime.now(UTC)},
@@ -385,31 +366,17 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
     )
 
 
-def _raw_chunks(raw: pq.ParquetFile) -> Iterator[pa.Table]:
-    """The raw rows VALIDATE_CHUNK_ROWS at a time; one empty table when there is no row, so
-    that the output files are written with their columns all the same."""
-    empty = True
-    for batch in raw.iter_batches(batch_size=VALIDATE_CHUNK_ROWS):
-        empty = False
-        yield pa.Table.from_batches([batch])
-    if empty:
-        yield RAW_SCHEMA.empty_table()
-
-
-def _append_all(
-    writers: dict[str, pq.ParquetWriter], paths: dict[str, Path], tables: list[tuple[str, pa.Table]]
-) -> None:
-    for name, table in tables:
-        _append(writers, name, paths[name], table)
-
-
-def _append(writers: dict[str, pq.ParquetWriter], name: str, path: Path, table: pa.Table) -> None:
-    """Append ``table`` to the Parquet file being written as ``name`` (opened on first use,
-    with the first table's schema)."""
-    writer = writers.get(name)
-    if writer is None:
-        writer = writers[name] = layer_writer(path, table.schema)
-    writer.write_table(table.cast(writer.schema))
+def batch_number_facts(con: duckdb.DuckDBPyConnection, cache: NumberFactsCache) -> pa.Table:
+    """The facts validation reads of every distinct number string of ``raw_batch``."""
+    numbers = con.sql(
+        "SELECT called_number AS n FROM raw_batch WHERE called_number IS NOT NULL "
+        "UNION SELECT caller_number FROM raw_batch WHERE caller_number IS NOT NULL"
+    ).to_arrow_table()["n"]
+    parts = [
+        cache.facts_for(numbers.slice(start, FACTS_SLICE_NUMBERS), FACT_COLUMNS)
+        for start in range(0, len(numbers), FACTS_SLICE_NUMBERS)
+    ]
+    return pa.concat_tables(parts) if parts else cache.facts_for(numbers, FACT_COLUMNS)
 
 
 def _add_results(a: ValidationResult, b: ValidationResult) -> ValidationResult:

@@ -5,10 +5,16 @@ Three vectorised steps over a batch, with the data kept in DuckDB and polars:
 1. ``PARSE_SQL`` types every value that can be typed (timestamps in UTC, whole-second
    durations, case-normalised codes, numbers through the number-facts table) and keeps the
    stripped strings beside them;
-2. the pandera rules schema (``schemas.row_rules_schema``) checks the parsed rows lazily and
-   its failure cases give each refused row its reason codes;
+2. the pandera rules schema (``schemas.row_rules_schema``) checks the parsed rows lazily,
+   ``RULE_CHUNK_ROWS`` at a time, and its failure cases give each refused row its reason
+   codes;
 3. ``ACCEPTED_SQL`` derives what the contract derives (end time or duration, disposition,
-   country code, call type, call date) and the flags of odd but usable rows.
+   country code, call type, call date) and the flags of odd but usable rows;
+   ``REJECTED_SQL`` gives each refused row its raw text and reasons.
+
+The parse can be a view (``check_rows(materialize=False)``): a batch of millions of rows is
+then parsed as DuckDB streams it, once for the rules and once for the accepted rows, and
+never held whole.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import pandera.errors
 import polars as pl
 import pyarrow as pa
 
-from cdr_assets.lib.readers import record_text_sql
+from cdr_assets.lib.readers import CANONICAL_FIELDS, record_text_sql
 from cdr_assets.lib.schemas import FLAGS, REASONS, RULE_COLUMNS, row_rules_schema
 
 ISO_8601_PATTERN = (
@@ -29,14 +35,18 @@ ISO_8601_PATTERN = (
     r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?"
 )
 
-# $iso: the ISO 8601 shape; naive timestamps are read in the session's TimeZone, which the
-# caller sets to CDR_SOURCE_TIMEZONE, and offsets are honoured. An instant before
-# 0001-01-01 or from 10000-01-01 UTC (which an offset or the source zone can make of
-# 0001-01-01 or 9999-12-31) is refused too: its call_date has no YYYY-MM-DD form, so neither
-# its cdrs day nor that day's marts could be written. The bounds are those instants in
-# microseconds since the epoch: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
-PARSE_SQL = """
-CREATE OR REPLACE TEMP TABLE parsed AS
+# The ISO 8601 shape, inlined as a SQL literal (a view holds no parameter). Naive timestamps
+# are read in the session's TimeZone, which check_rows sets to CDR_SOURCE_TIMEZONE, and
+# offsets are honoured. An instant before 0001-01-01 or from 10000-01-01 UTC (which an
+# offset or the source zone can make of 0001-01-01 or 9999-12-31) is refused too: its
+# call_date has no YYYY-MM-DD form, so neither its cdrs day nor that day's marts could be
+# written. The bounds are those instants in microseconds since the epoch:
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
+_ISO_LITERAL = "'" + ISO_8601_PATTERN.replace("'", "''") + "'"
+
+# The query needs ``raw_batch`` (the raw columns and a unique ``row_idx``) and
+# ``number_facts`` (FACT_COLUMNS); ``check_rows`` makes the table or view ``parsed`` of it.
+PARSE_SQL = f"""
 SELECT
     r.row_idx,
     r.source_file,
@@ -82,9 +92,9 @@ SELECT
     upper(r.disposition) AS disposition
 FROM (
     SELECT *,
-        CASE WHEN regexp_full_match(start_time, $iso)
+        CASE WHEN regexp_full_match(start_time, {_ISO_LITERAL})
             THEN try_cast(replace(start_time, ',', '.') AS TIMESTAMPTZ) END AS start_instant,
-        CASE WHEN regexp_full_match(end_time, $iso)
+        CASE WHEN regexp_full_match(end_time, {_ISO_LITERAL})
             THEN try_cast(replace(end_time, ',', '.') AS TIMESTAMPTZ) END AS end_instant
     FROM raw_batch
 ) AS r
@@ -97,33 +107,21 @@ FACT_COLUMNS = ("number", "e164", "possible", "valid", "region", "geographic", "
 
 # A record the reader left implied (raw_record null: the canonical fields joined by commas)
 # is written out again from the fields as read.
-_RECORD_TEXT = record_text_sql(
-    {
-        "call_id": "p.call_id",
-        "caller_number": "p.caller_raw",
-        "called_number": "p.called_raw",
-        "start_time": "p.start_raw",
-        "end_time": "p.end_raw",
-        "duration_seconds": "p.duration_raw",
-        "carrier_id": "p.carrier_id",
-        "call_type": "p.call_type_raw",
-        "country_code": "p.country_code_raw",
-        "disposition": "p.disposition_raw",
-    }
-)
+_RECORD_TEXT = record_text_sql({field: f"r.{field}" for field in CANONICAL_FIELDS})
 
+# Refused rows come from the raw rows themselves: nothing of the parse is needed.
 REJECTED_SQL = f"""
 SELECT
-    p.source_file,
-    p.source_row,
-    coalesce(p.raw_record, {_RECORD_TEXT}) AS raw_record,
+    r.source_file,
+    r.source_row,
+    coalesce(r.raw_record, {_RECORD_TEXT}) AS raw_record,
     f.reasons,
-    p.source_file || ' row ' || p.source_row || ': ' || array_to_string(f.reasons, ', ')
+    r.source_file || ' row ' || r.source_row || ': ' || array_to_string(f.reasons, ', ')
         AS detail,
     $batch_id AS batch_id
-FROM parsed AS p
+FROM raw_batch AS r
 JOIN row_failures AS f USING (row_idx)
-ORDER BY p.row_idx
+ORDER BY r.row_idx
 """
 
 ACCEPTED_SQL = """
@@ -206,6 +204,12 @@ class ValidationResult:
     reason_counts: dict[str, int]
 
 
+_NO_FAILURES = pl.DataFrame(
+    {"row_idx": [], "reasons": []},
+    schema={"row_idx": pl.Int64, "reasons": pl.List(pl.String)},
+)
+
+
 def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.DataFrame:
     """(row_idx, reasons) for every row that breaks a rule, reasons in contract order.
 
@@ -217,10 +221,7 @@ def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.Dat
     except pandera.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     else:
-        return pl.DataFrame(
-            {"row_idx": [], "reasons": []},
-            schema={"row_idx": pl.Int64, "reasons": pl.List(pl.String)},
-        )
+        return _NO_FAILURES.clear()
     unexpected = cases.filter(~pl.col("check").is_in(REASONS))
     if unexpected.height:
         # A column of the parsed frame has the wrong type: a bug here, not bad input.
@@ -241,6 +242,53 @@ def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.Dat
     )
 
 
+# Rows the rules schema checks at a time: pandera's cost per call is small beside this, and a
+# chunk's polars frame of the rule columns stays a few hundred MB.
+RULE_CHUNK_ROWS = 750_000
+
+
+def check_rows(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    source_timezone: str,
+    max_duration_seconds: int,
+    materialize: bool = True,
+) -> pl.DataFrame:
+    """Parse ``raw_batch`` with ``number_facts`` into ``parsed`` and check every row.
+
+    Registers the failures as ``row_failures`` and returns them; ``ACCEPTED_SQL`` and
+    ``REJECTED_SQL`` can then be run on ``con``. The session's TimeZone is left at
+    ``source_timezone``, the zone naive timestamps are read in. With ``materialize=False``
+    ``parsed`` is a view, parsed again by each query that reads it; otherwise a temp table.
+    """
+    con.execute(f"SET TimeZone = '{source_timezone}'")  # a validated IANA name, not file data
+    kind = "TABLE" if materialize else "VIEW"
+    con.execute(f"CREATE OR REPLACE TEMP {kind} parsed AS {PARSE_SQL}")
+    reader = con.sql(f"SELECT row_idx, {', '.join(RULE_COLUMNS)} FROM parsed").to_arrow_reader(
+        RULE_CHUNK_ROWS
+    )
+    parts = [
+        find_row_failures(pl.DataFrame(pl.from_arrow(batch)), max_duration_seconds)
+        for batch in reader
+        if batch.num_rows
+    ]
+    failures = pl.concat(parts) if parts else _NO_FAILURES.clear()
+    con.register("row_failures", failures.to_arrow())
+    return failures
+
+
+def validation_result(rows_read: int, failures: pl.DataFrame) -> ValidationResult:
+    """The counts of a batch of ``rows_read`` rows with these failures."""
+    reason_counts = dict(failures.explode("reasons").group_by("reasons").len().iter_rows())
+    rejected = failures.height
+    return ValidationResult(
+        rows_read=rows_read,
+        rows_accepted=rows_read - rejected,
+        rows_rejected=rejected,
+        reason_counts={str(k): int(v) for k, v in reason_counts.items()},
+    )
+
+
 def validate_batch(
     con: duckdb.DuckDBPyConnection,
     raw: pa.Table,
@@ -250,32 +298,26 @@ def validate_batch(
     source_timezone: str,
     max_duration_seconds: int,
 ) -> ValidationResult:
-    """Split ``raw`` into the temp views ``validated_rows`` and ``rejected_rows`` of ``con``."""
-    con.execute(f"SET TimeZone = '{source_timezone}'")  # a validated IANA name, not file data
+    """Split ``raw`` into the temp tables ``validated_rows`` and ``rejected_rows`` of ``con``."""
     indexed = raw.append_column("row_idx", pa.array(range(raw.num_rows), pa.int64()))
     con.register("raw_batch", indexed)
     con.register("number_facts", number_facts)
-    con.execute(PARSE_SQL, {"iso": ISO_8601_PATTERN})
-    parsed = con.sql(f"SELECT row_idx, {', '.join(RULE_COLUMNS)} FROM parsed").pl()
-    failures = find_row_failures(parsed, max_duration_seconds)
-    con.register("row_failures", failures.to_arrow())
+    failures = check_rows(
+        con,
+        source_timezone=source_timezone,
+        max_duration_seconds=max_duration_seconds,
+    )
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE validated_rows AS " + ACCEPTED_SQL,
-        {"batch_id": batch_id},
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE rejected_rows AS " + REJECTED_SQL,
-        {"batch_id": batch_id},
-    )
-    reason_counts = dict(failures.explode("reasons").group_by("reasons").len().iter_rows())
-    rejected = failures.height
-    return ValidationResult(
-        rows_read=raw.num_rows,
-        rows_accepted=raw.num_rows - rejected,
-        rows_rejected=rejected,
-        reason_counts={str(k): int(v) for k, v in reason_counts.items()},
-    )
+    for table, query in (("validated_rows", ACCEPTED_SQL), ("rejected_rows", REJECTED_SQL)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {query}", {"batch_id": batch_id})
+    return validation_result(raw.num_rows, failures)
 
 
-__all__ = ["FLAGS", "ValidationResult", "find_row_failures", "validate_batch"]
+__all__ = [
+    "FLAGS",
+    "ValidationResult",
+    "check_rows",
+    "find_row_failures",
+    "validate_batch",
+    "validation_result",
+]

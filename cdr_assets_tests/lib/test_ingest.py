@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from cdr_assets.lib import enrichment, ingest
+from cdr_assets.lib import enrichment, ingest, validation
 from cdr_assets.lib.numbers import NumberFactsCache
 from cdr_assets.lib.serving import publish_serving_file
 from cdr_assets.lib.settings import Settings
@@ -91,7 +91,7 @@ def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-def test_validating_a_chunk_at_a_time_gives_the_tables_of_one_pass(
+def test_rules_a_chunk_and_numbers_a_slice_at_a_time_give_the_tables_of_one_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = {
@@ -101,7 +101,16 @@ def test_validating_a_chunk_at_a_time_gives_the_tables_of_one_pass(
     }
     monkeypatch.setenv("CDR_CALLER_HASH_KEY", "one key for both warehouses")
     snapshots = []
+    checked: list[int] = []  # rows in each chunk the rules checked
+    check = validation.find_row_failures
+
+    def counted(parsed: Any, max_duration_seconds: int) -> Any:
+        checked.append(parsed.height)
+        return check(parsed, max_duration_seconds)
+
+    monkeypatch.setattr(validation, "find_row_failures", counted)
     for name, chunk_rows in (("one", 1_000_000), ("chunked", 2)):
+        checked.clear()
         (tmp_path / name / "landing").mkdir(parents=True)
         settings = Settings(
             landing_dir=tmp_path / name / "landing",
@@ -110,9 +119,11 @@ def test_validating_a_chunk_at_a_time_gives_the_tables_of_one_pass(
         )
         for file, text in files.items():
             drop(settings, file, text)
-        monkeypatch.setattr(ingest, "VALIDATE_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(validation, "RULE_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(ingest, "FACTS_SLICE_NUMBERS", chunk_rows)
         run_batch(settings, "b1")
         snapshots.append(snapshot(settings))
+        assert sum(checked) == 9 and max(checked) <= chunk_rows
     one, chunked = snapshots
     assert chunked == one
     assert (len(one["rejected_cdrs"]), len(one["cdrs"]), len(one["duplicate_cdrs"])) == (2, 5, 2)

@@ -273,10 +273,9 @@ def land(sources: list[Path], landing: Path) -> None:
 # ------------------------------------------------------------------ the floor
 
 
-FLOOR_SQL = (
-    "COPY (SELECT * FROM read_csv({files}, header = true, all_varchar = true, "
-    "null_padding = true)) TO '{out}' (FORMAT parquet)"
-)
+# The landing CSV files as the floor reads them: every value text.
+FLOOR_SOURCE = "read_csv({files}, header = true, all_varchar = true, null_padding = true)"
+FLOOR_SQL = "COPY (SELECT * FROM " + FLOOR_SOURCE + ") TO '{out}' (FORMAT parquet)"
 
 
 def _sql_list(paths: list[Path]) -> str:

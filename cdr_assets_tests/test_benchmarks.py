@@ -1,5 +1,6 @@
-"""Smoke test of the pipeline benchmark suite (``benchmarks/pipeline_bench.py``) and of the
-layer copies (``benchmarks/layer_bench.py``) on the warehouse it keeps.
+"""Smoke test of the pipeline benchmark suite (``benchmarks/pipeline_bench.py``) and, on the
+warehouse it keeps, of the layer copies (``benchmarks/layer_bench.py``) and the required work
+(``benchmarks/work_bench.py``).
 
 It runs the suite at 100,000 rows (cold, warm, incremental and batching, with small decks and
 batches) so that the generator, the measurement and the report keep working as the pipeline
@@ -20,6 +21,7 @@ from cdr_assets_tests.contract import REASON_CODES
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "pipeline_bench.py"
 LAYER_BENCH = REPO / "benchmarks" / "layer_bench.py"
+WORK_BENCH = REPO / "benchmarks" / "work_bench.py"
 # Small decks and batches keep the run short; the day keeps its 100,000 rows.
 SMOKE_OPTIONS: dict[str, object] = {
     "--rows": 100_000,
@@ -51,6 +53,15 @@ def _check_run(run: dict[str, Any]) -> None:
     assert abs(sum(run["stages"].values()) - run["wall_seconds"]) < 0.05
     assert run["wall_seconds"] > 0 and run["peak_mib"] > 0 and run["ratio_to_floor"] > 0
     assert run["floor"]["rows"] == counts["rows_read"]
+
+
+def _run_script(script: Path, options: dict[str, Path]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(script), *(str(x) for pair in options.items() for x in pair)]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
 
 
 def test_pipeline_bench_smoke(tmp_path: Path) -> None:
@@ -105,19 +116,7 @@ def test_pipeline_bench_smoke(tmp_path: Path) -> None:
         "--csv": work / "source" / "day",
         "--json": layers_json,
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(LAYER_BENCH),
-            *(str(x) for pair in layer_options.items() for x in pair),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = _run_script(LAYER_BENCH, layer_options)
     layers = json.loads(layers_json.read_text(encoding="utf-8"))
     both = [cold["counts"], late["counts"]]
     assert layers["floor"]["rows"] == cold["counts"]["rows_read"]
@@ -132,3 +131,21 @@ def test_pipeline_bench_smoke(tmp_path: Path) -> None:
     )
     assert all(r["duckdb_copy_seconds"] > 0 for r in layers["layers"].values())
     assert "| the four layers together |" in done.stdout
+
+    # The required work, each part alone, on the same warehouse: every part saw every row.
+    work_json = tmp_path / "work.json"
+    done = _run_script(
+        WORK_BENCH, {**layer_options, "--rates": work / "source" / "rates", "--json": work_json}
+    )
+    required = json.loads(work_json.read_text(encoding="utf-8"))
+    parts = required["parts"]
+    assert required["floor"]["rows"] == parts["read"]["rows"] == cold["counts"]["rows_read"]
+    assert parts["pandera rules"]["rows"] == sum(c["rows_read"] for c in both)
+    assert parts["pandera rules"]["refused"] == sum(c["rows_rejected"] for c in both)
+    assert parts["rating"]["rows"] == sum(c["rows_accepted"] for c in both)
+    assert 0 < parts["rating"]["priced"] <= parts["rating"]["rows"]
+    assert parts["cdrs written once"]["rows"] == late["counts"]["day_cdrs"]
+    assert parts["number facts"]["facts"] == parts["number facts"]["numbers"] > 20_000
+    assert all(part["seconds"] > 0 for part in parts.values())
+    assert required["sums"]["cold"] > required["sums"]["warm"] > 0
+    assert "| **sum, warm run** (target 4x) |" in done.stdout

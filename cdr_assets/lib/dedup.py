@@ -8,25 +8,57 @@ same answer however many batches came after it.
 
 from __future__ import annotations
 
+
+def _as_given(alias: str, field: str, text: str) -> str:
+    """A field's text as the file gave it: empty when validation derived it."""
+    return f"CASE WHEN list_contains({alias}.derived_fields, '{field}') THEN '' ELSE {text} END"
+
+
+def fingerprint_sql(alias: str) -> str:
+    """SQL for the MD5 (hex) of a stored call's canonical fields as parsed, before anything
+    was derived (``derived_fields`` says which were): two copies of a call are identical when
+    their fingerprints are equal. ``alias`` names a row of ``validated``, ``rated`` or
+    ``cdrs``. Computed only for the rows of contested call ids, never stored."""
+    a = alias
+    return f"""md5(concat_ws(chr(31),
+        {a}.call_id, coalesce({a}.caller_number, ''), {a}.called_number,
+        CAST(epoch_us({a}.start_time) AS VARCHAR),
+        {_as_given(a, "end_time", f"coalesce(CAST(epoch_us({a}.end_time) AS VARCHAR), '')")},
+        {_as_given(a, "duration_seconds", f"coalesce(CAST({a}.duration_seconds AS VARCHAR), '')")},
+        {a}.carrier_id,
+        {_as_given(a, "call_type", f"coalesce({a}.call_type, '')")},
+        {_as_given(a, "country_code", f"coalesce({a}.country_code, '')")},
+        {_as_given(a, "disposition", f"coalesce({a}.disposition, '')")}
+    ))"""
+
+
 # $batch_rows: the batch's accepted rows (row_id, call_id, source_file, source_row,
-# fingerprint, call_date, batch_id, batch_seq); $earlier_kept: the rows earlier batches kept.
+# call_date, batch_id, batch_seq); $earlier_kept: the rows earlier batches kept (call_id,
+# source_file, source_row, fingerprint, batch_seq).
 #
 # Only a *contested* call id (given more than once in the batch, or kept by an earlier batch)
 # can make a duplicate, so only its rows are ranked: a batch of unique new calls costs one
 # GROUP BY, not a sort of every row. The result is the same as ranking every row, since each
-# call id is decided on its own rows. ``dropped_rows`` holds the row ids that are not kept;
-# ``kept_rows`` is every other row of the batch.
-DEDUP_SQL = """
+# call id is decided on its own rows.
+CONTESTED_SQL = """
 CREATE OR REPLACE TEMP TABLE contested_ids AS
 SELECT call_id FROM batch_rows GROUP BY call_id HAVING count(*) > 1
 UNION
 SELECT call_id FROM earlier_kept WHERE call_id IN (SELECT call_id FROM batch_rows);
+"""
+
+# After CONTESTED_SQL, with $row_fingerprints: (row_id, fingerprint) of at least the batch's
+# rows of contested call ids. ``dropped_rows`` holds the row ids that are not kept;
+# ``kept_rows`` is every other row of the batch.
+DEDUP_SQL = """
 
 CREATE OR REPLACE TEMP TABLE ranked AS
-SELECT b.*,
-    row_number() OVER (PARTITION BY call_id ORDER BY source_file, source_row) AS occurrence
+SELECT b.*, f.fingerprint,
+    row_number() OVER (PARTITION BY b.call_id ORDER BY b.source_file, b.source_row)
+        AS occurrence
 FROM batch_rows AS b
-SEMI JOIN contested_ids AS c ON c.call_id = b.call_id;
+SEMI JOIN contested_ids AS c ON c.call_id = b.call_id
+JOIN row_fingerprints AS f ON f.row_id = b.row_id;
 
 CREATE OR REPLACE TEMP TABLE firsts AS
 SELECT call_id,

@@ -528,7 +528,6 @@ def _build(calls: _Calls, day: dt.date) -> pa.Table:
         "caller_country": caller_country,
         "flags": flags,
         "derived_fields": empty_lists,
-        "fingerprint": nulls,
         "source_file": _constant(f"{SCENARIO_BATCH}.parquet", n),
         "source_row": pa.array(np.arange(1, n + 1), pa.int64()),
         "batch_id": _constant(SCENARIO_BATCH, n),

@@ -493,20 +493,26 @@ def _open_dedup(
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE batch_rows AS SELECT file_row_number AS row_id, call_id, "
-        "source_file, source_row, fingerprint, call_date, batch_id, "
+        "source_file, source_row, call_date, batch_id, "
         "$batch_seq::BIGINT AS batch_seq FROM batch_file",
         {"batch_seq": batch_seq},
     )
     earlier = _earlier_kept_files(warehouse, batch_seq)
     if earlier:
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW earlier_kept AS SELECT call_id, source_file, "
-            "source_row, fingerprint, batch_seq FROM read_parquet("
-            + sql_file_list(earlier)
-            + ", union_by_name = true)"
+            "CREATE OR REPLACE TEMP VIEW earlier_kept AS SELECT e.call_id, e.source_file, "
+            f"e.source_row, {dedup.fingerprint_sql('e')} AS fingerprint, e.batch_seq "
+            f"FROM read_parquet({sql_file_list(earlier)}, union_by_name = true) AS e"
         )
     else:
         con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
+    con.execute(dedup.CONTESTED_SQL)
+    # Fingerprints only of the rows whose call id is contested (the filter comes first).
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW row_fingerprints AS SELECT c.file_row_number AS row_id, "
+        f"{dedup.fingerprint_sql('c')} AS fingerprint FROM batch_file AS c "
+        "WHERE c.call_id IN (SELECT call_id FROM contested_ids)"
+    )
     con.execute(dedup.DEDUP_SQL)
     _register_caller_hashes(con, warehouse)
     enriched = warehouse.batch_file("enriched", batch_id)

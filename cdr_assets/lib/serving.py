@@ -32,7 +32,7 @@ EMPTY_TABLES: dict[str, str] = {
         start_time TIMESTAMPTZ, end_time TIMESTAMPTZ, duration_seconds BIGINT,
         carrier_id VARCHAR, call_type VARCHAR, country_code VARCHAR, disposition VARCHAR,
         call_date DATE, called_country VARCHAR, caller_country VARCHAR, flags VARCHAR[],
-        derived_fields VARCHAR[], fingerprint VARCHAR, source_file VARCHAR,
+        derived_fields VARCHAR[], source_file VARCHAR,
         source_row BIGINT, batch_id VARCHAR, billable_seconds BIGINT, rate_prefix VARCHAR,
         destination VARCHAR, rate_per_minute DECIMAL(38,12), connection_fee DECIMAL(38,12),
         cost DECIMAL(38,4), retail_prefix VARCHAR, retail_destination VARCHAR,

@@ -181,14 +181,6 @@ SELECT
         CASE WHEN country_code IS NULL AND called_country IS NOT NULL THEN 'country_code' END,
         CASE WHEN disposition IS NULL THEN 'disposition' END
     ], lambda field: field IS NOT NULL) AS derived_fields,
-    -- The canonical fields as parsed, before anything is derived: equal fingerprints mean
-    -- an identical duplicate.
-    md5(concat_ws(chr(31),
-        call_id, coalesce(caller_e164, caller_raw, ''), called_e164,
-        CAST(epoch_us(start_ts) AS VARCHAR), coalesce(CAST(epoch_us(end_ts) AS VARCHAR), ''),
-        coalesce(CAST(duration_given AS VARCHAR), ''), carrier_id,
-        coalesce(call_type, ''), coalesce(country_code, ''), coalesce(disposition, '')
-    )) AS fingerprint,
     source_file,
     source_row,
     $batch_id AS batch_id

@@ -363,7 +363,6 @@ DISTINCT_COLUMNS = frozenset(
         "called_number",
         "start_time",
         "end_time",
-        "fingerprint",
         "source_row",
         "raw_record",
         "caller_hash",

@@ -2,11 +2,13 @@
 
 DEDUP_SQL ranks only contested call ids (given twice in the batch, or kept by an earlier
 batch); these tests check that this gives, row for row, what the contract's rule gives when
-every row is looked at in landing order.
+every row is looked at in landing order. The fingerprint of a stored call
+(``fingerprint_sql``) is checked against the canonical fields as validation parsed them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
@@ -15,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 from cdr_assets.lib import dedup
+from cdr_assets_tests.lib.test_validation import accepted_row
 
 BATCH_SEQ = 5
 
@@ -52,7 +55,9 @@ def _run_sql(
 ) -> tuple[set[int], list[tuple[Any, ...]]]:
     with duckdb.connect() as con:
         con.register("batch_rows_given", pa.Table.from_pylist(batch))
-        con.execute("CREATE TEMP TABLE batch_rows AS SELECT * FROM batch_rows_given")
+        con.execute(
+            "CREATE TEMP TABLE batch_rows AS SELECT * EXCLUDE (fingerprint) FROM batch_rows_given"
+        )
         if earlier:
             con.register("earlier_given", pa.Table.from_pylist(earlier))
             con.execute(
@@ -61,6 +66,12 @@ def _run_sql(
             )
         else:
             con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
+        con.execute(dedup.CONTESTED_SQL)
+        # As the pipeline gives them: only the contested rows' fingerprints.
+        con.execute(
+            "CREATE TEMP VIEW row_fingerprints AS SELECT row_id, fingerprint "
+            "FROM batch_rows_given WHERE call_id IN (SELECT call_id FROM contested_ids)"
+        )
         con.execute(dedup.DEDUP_SQL)
         kept = {row_id for (row_id,) in con.execute("SELECT row_id FROM kept_rows").fetchall()}
         duplicates = con.execute(
@@ -121,7 +132,6 @@ def test_a_batch_of_unique_new_calls_ranks_nothing() -> None:
             "call_id": f"c{i}",
             "source_file": "a.csv",
             "source_row": i + 1,
-            "fingerprint": "x",
             "call_date": None,
             "batch_id": "b",
             "batch_seq": BATCH_SEQ,
@@ -131,9 +141,59 @@ def test_a_batch_of_unique_new_calls_ranks_nothing() -> None:
     with duckdb.connect() as con:
         con.register("batch_rows", pa.Table.from_pylist(batch))
         con.execute(dedup.EARLIER_KEPT_EMPTY_SQL)
+        con.execute(dedup.CONTESTED_SQL)
+        con.execute(
+            "CREATE TEMP VIEW row_fingerprints AS "
+            "SELECT NULL::BIGINT AS row_id, NULL::VARCHAR AS fingerprint WHERE false"
+        )
         con.execute(dedup.DEDUP_SQL)
         counts = con.execute(
             "SELECT (SELECT count(*) FROM ranked), (SELECT count(*) FROM kept_rows), "
             "(SELECT count(*) FROM duplicate_rows)"
         ).fetchone()
     assert counts == (0, 10, 0)
+
+
+def _fingerprint(row: dict[str, Any]) -> str:
+    """``fingerprint_sql`` of one accepted row as validation stored it."""
+    with duckdb.connect() as con:
+        con.register("given", pa.Table.from_pylist([row]))
+        (value,) = con.execute(f"SELECT {dedup.fingerprint_sql('a')} FROM given AS a").fetchall()[0]
+    return str(value)
+
+
+def _as_parsed(*fields: str | None) -> str:
+    """The MD5 of the canonical fields as parsed, unit-separated, absent ones empty."""
+    return hashlib.md5("\x1f".join(f or "" for f in fields).encode()).hexdigest()
+
+
+def test_the_fingerprint_is_of_the_fields_as_given_not_as_derived() -> None:
+    base = accepted_row()
+    start_us, end_us = 1_795_168_800_000_000, 1_795_169_130_000_000  # 10:00:00, 10:05:30 Z
+    expected = _as_parsed(
+        "c1", "+12025550123", "+442079460958", str(start_us), str(end_us), "330",
+        "carrier_001", "international", "GB", "ANSWERED",
+    )  # fmt: skip
+    assert _fingerprint(base) == expected
+    without_end = accepted_row(end_time=None)
+    assert without_end["end_time"] == base["end_time"]  # derived: the same instant
+    assert _fingerprint(without_end) == _as_parsed(
+        "c1", "+12025550123", "+442079460958", str(start_us), "", "330",
+        "carrier_001", "international", "GB", "ANSWERED",
+    )  # fmt: skip
+    without_codes = accepted_row(call_type=None, country_code=None, disposition=None)
+    assert _fingerprint(without_codes) == _as_parsed(
+        "c1", "+12025550123", "+442079460958", str(start_us), str(end_us), "330",
+        "carrier_001", "", "", "",
+    )  # fmt: skip
+    without_duration = accepted_row(duration_seconds=None)
+    assert without_duration["duration_seconds"] == 330
+    assert _fingerprint(without_duration) != _fingerprint(base)
+
+
+def test_copies_that_differ_only_in_how_they_were_written_have_one_fingerprint() -> None:
+    base = accepted_row()
+    same = accepted_row(called_number="0044 20 7946 0958", country_code="gb", call_type="LOCAL")
+    assert _fingerprint(same) != _fingerprint(base)  # call_type differs: local, international
+    same = accepted_row(called_number="0044 20 7946 0958", country_code="gb")
+    assert _fingerprint(same) == _fingerprint(base)

@@ -244,14 +244,6 @@ def test_unparsed_caller_is_kept_as_given() -> None:
     assert accepted_row(caller_number="anonymous")["caller_number"] == "anonymous"
 
 
-def test_fingerprint_ignores_what_is_derived_but_not_what_is_given() -> None:
-    base = accepted_row()
-    same = accepted_row(called_number="0044 20 7946 0958", country_code="gb")
-    assert base["fingerprint"] == same["fingerprint"]
-    without_end = accepted_row(end_time=None)
-    assert without_end["fingerprint"] != base["fingerprint"]
-
-
 def test_reasons_follow_each_rows_row_idx_not_its_position() -> None:
     """Validation hands pandera the parsed rows in no particular order, with ``row_idx``."""
     rows = [GOOD, {**GOOD, "call_id": None}, {**GOOD, "disposition": "x"}, GOOD]

@@ -80,16 +80,27 @@ def copy_layer(warehouse: Warehouse, files: list[Path], out: Path) -> dict[str, 
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a script measuring a kept warehouse against its landing CSV files."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--warehouse", type=Path, required=True)
     parser.add_argument("--csv", type=Path, required=True, help="folder of the batch's CSVs")
     parser.add_argument("--json", type=Path)
+    return parser
+
+
+def landing_csvs(parser: argparse.ArgumentParser, folder: Path) -> list[Path]:
+    inputs = sorted(folder.glob("*.csv"))
+    if not inputs:
+        parser.error(f"no CSV file in {folder}")
+    return inputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     warehouse = Warehouse(args.warehouse)
-    inputs = sorted(args.csv.glob("*.csv"))
-    if not inputs:
-        parser.error(f"no CSV file in {args.csv}")
+    inputs = landing_csvs(parser, args.csv)
     results: dict[str, Any] = {"machine": machine(), "versions": versions(), "layers": {}}
     with tempfile.TemporaryDirectory(prefix="layer-bench-") as work:
         floor = stage_floor(inputs, Path(work) / "floor.parquet")

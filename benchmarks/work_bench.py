@@ -35,7 +35,6 @@ with ``--json FILE``, writes the figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -45,7 +44,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
-from layer_bench import layer_files
+from layer_bench import bench_arguments, landing_csvs, layer_files
 from machine_info import machine
 from pipeline_bench import FLOOR_SOURCE, stage_floor, versions
 
@@ -176,16 +175,11 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warehouse", type=Path, required=True)
-    parser.add_argument("--csv", type=Path, required=True, help="folder of the batch's CSVs")
+    parser = bench_arguments(__doc__.splitlines()[0])
     parser.add_argument("--rates", type=Path, required=True, help="the rates folder of the run")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     warehouse = Warehouse(args.warehouse)
-    inputs = sorted(args.csv.glob("*.csv"))
-    if not inputs:
-        parser.error(f"no CSV file in {args.csv}")
+    inputs = landing_csvs(parser, args.csv)
     for layer in ("raw", "validated", "cdrs"):
         if not layer_files(warehouse, layer):
             parser.error(f"no {layer} files in {args.warehouse}")

@@ -298,9 +298,6 @@ ORDER BY o.source_file
 """
 
 
-# Raw rows validated at a time: memory follows the chunk, not the batch. Validating a 10M-row
-# day alone peaks at 2.2 GiB with 750,000 rows a chunk, 1.7 GiB with 500,000 (3.5 s slower:
-# each chunk looks its numbers up in the whole facts cache).
 # Distinct numbers of a batch whose facts are looked up (and the misses decided) at a time.
 FACTS_SLICE_NUMBERS = 500_000
 
@@ -377,18 +374,6 @@ def batch_number_facts(con: duckdb.DuckDBPyConnection, cache: NumberFactsCache) 
         for start in range(0, len(numbers), FACTS_SLICE_NUMBERS)
     ]
     return pa.concat_tables(parts) if parts else cache.facts_for(numbers, FACT_COLUMNS)
-
-
-def _add_results(a: ValidationResult, b: ValidationResult) -> ValidationResult:
-    counts = dict(a.reason_counts)
-    for reason, n in b.reason_counts.items():
-        counts[reason] = counts.get(reason, 0) + n
-    return ValidationResult(
-        rows_read=a.rows_read + b.rows_read,
-        rows_accepted=a.rows_accepted + b.rows_accepted,
-        rows_rejected=a.rows_rejected + b.rows_rejected,
-        reason_counts=counts,
-    )
 
 
 @dataclass(frozen=True)

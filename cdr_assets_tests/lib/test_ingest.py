@@ -129,6 +129,35 @@ def test_rules_a_chunk_and_numbers_a_slice_at_a_time_give_the_tables_of_one_pass
     assert (len(one["rejected_cdrs"]), len(one["cdrs"]), len(one["duplicate_cdrs"])) == (2, 5, 2)
 
 
+def test_naive_times_are_read_in_the_source_zone_and_stored_as_utc(tmp_path: Path) -> None:
+    (tmp_path / "landing").mkdir()
+    berlin = Settings(
+        landing_dir=tmp_path / "landing",
+        rates_dir=SHIPPED_RATES,
+        warehouse_dir=tmp_path / "warehouse",
+        source_timezone="Europe/Berlin",
+    )
+    drop(
+        berlin,
+        "a.csv",
+        HEADER
+        + line("naive", start="2026-11-20T00:30:00")  # 23:30 UTC the day before
+        + line("offset", start="2026-11-20T00:30:00Z")
+        + line("naive end", start="2026-11-20 00:30:00", duration="", end_time="2026-11-20 00:31"),
+    )
+    run_batch(berlin, "b1")
+    rows = query(
+        berlin,
+        "SELECT call_id, strftime(timezone('UTC', start_time), '%Y-%m-%d %H:%M'), "
+        "CAST(call_date AS VARCHAR), duration_seconds FROM cdrs ORDER BY call_id",
+    )
+    assert rows == [
+        ("naive", "2026-11-19 23:30", "2026-11-19", 60),
+        ("naive end", "2026-11-19 23:30", "2026-11-19", 60),
+        ("offset", "2026-11-20 00:30", "2026-11-20", 60),
+    ]
+
+
 def test_nothing_is_lost_and_first_landing_wins(settings: Settings) -> None:
     drop(settings, "b.csv", HEADER + line("c1", duration="61") + line("c2") + line("c2"))
     drop(settings, "a.csv", HEADER + line("c1") + line("", duration="x"))

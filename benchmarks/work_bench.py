@@ -101,11 +101,7 @@ def pandera_seconds(warehouse: Warehouse, settings: Settings) -> dict[str, Any]:
     for path in layer_files(warehouse, "raw"):
         with step_connection(warehouse, keep_order=False) as con:
             con.execute(f"SET TimeZone = '{settings.source_timezone}'")
-            con.execute(
-                "CREATE TEMP VIEW raw_batch AS SELECT * EXCLUDE (file_row_number), "
-                f"file_row_number AS row_idx FROM read_parquet({sql_file_list([path])}, "
-                "file_row_number = true)"
-            )
+            ingest.open_raw_batch(con, path)
             con.register("number_facts", ingest.batch_number_facts(con, cache))
             con.execute(f"CREATE TEMP VIEW parsed AS {validation.PARSE_SQL}")
             columns = ", ".join(RULE_COLUMNS)

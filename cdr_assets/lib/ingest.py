@@ -324,11 +324,7 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
     cache = NumberFactsCache(warehouse.number_facts_dir, settings.default_region)
     rejected_path = warehouse.batch_file("rejected_cdrs", batch_id)
     with step_connection(warehouse, keep_order=False) as con:
-        con.execute(
-            "CREATE TEMP VIEW raw_batch AS SELECT * EXCLUDE (file_row_number), "
-            f"file_row_number AS row_idx FROM read_parquet({sql_file_list([raw_path])}, "
-            "file_row_number = true)"
-        )
+        open_raw_batch(con, raw_path)
         con.register("number_facts", batch_number_facts(con, cache))
         failures = check_rows(
             con,
@@ -360,6 +356,16 @@ def validate_batch_files(settings: Settings, warehouse: Warehouse, batch_id: str
         rows_rejected=totals.rows_rejected,
         reason_counts=totals.reason_counts,
         batch_id=batch_id,
+    )
+
+
+def open_raw_batch(con: duckdb.DuckDBPyConnection, raw_path: Path) -> None:
+    """The view ``raw_batch`` validation reads: the raw file's rows, each with its position
+    in the file as ``row_idx``."""
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW raw_batch AS SELECT * EXCLUDE (file_row_number), "
+        f"file_row_number AS row_idx FROM read_parquet({sql_file_list([raw_path])}, "
+        "file_row_number = true)"
     )
 
 

@@ -298,7 +298,8 @@ ORDER BY o.source_file
 """
 
 
-# Distinct numbers of a batch whose facts are looked up (and the misses decided) at a time.
+# Distinct numbers of a batch whose facts are looked up (and the misses decided) at a time,
+# by as many threads as there are cores.
 FACTS_SLICE_NUMBERS = 500_000
 
 
@@ -370,16 +371,14 @@ def open_raw_batch(con: duckdb.DuckDBPyConnection, raw_path: Path) -> None:
 
 
 def batch_number_facts(con: duckdb.DuckDBPyConnection, cache: NumberFactsCache) -> pa.Table:
-    """The facts validation reads of every distinct number string of ``raw_batch``."""
+    """The facts validation reads of every distinct number string of ``raw_batch``, looked
+    up and decided ``FACTS_SLICE_NUMBERS`` at a time, a slice a core
+    (``NumberFactsCache.facts_for_slices``)."""
     numbers = con.sql(
         "SELECT called_number AS n FROM raw_batch WHERE called_number IS NOT NULL "
         "UNION SELECT caller_number FROM raw_batch WHERE caller_number IS NOT NULL"
     ).to_arrow_table()["n"]
-    parts = [
-        cache.facts_for(numbers.slice(start, FACTS_SLICE_NUMBERS), FACT_COLUMNS)
-        for start in range(0, len(numbers), FACTS_SLICE_NUMBERS)
-    ]
-    return pa.concat_tables(parts) if parts else cache.facts_for(numbers, FACT_COLUMNS)
+    return cache.facts_for_slices(numbers, FACTS_SLICE_NUMBERS, FACT_COLUMNS)
 
 
 @dataclass(frozen=True)

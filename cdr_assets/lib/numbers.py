@@ -16,9 +16,10 @@ New numbers go first to the vectorised engine of :mod:`cdr_assets.lib.number_tab
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -27,6 +28,7 @@ import phonenumbers.carrier
 import phonenumbers.geocoder
 import phonenumbers.timezone
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from phonenumbers import PhoneNumberType
 
@@ -141,6 +143,11 @@ def fresh_number_facts(
     """Facts of distinct, non-null number strings no cache knows: the vectorised engine
     first (its prefix tables kept in ``tables_dir``), :func:`number_fact` for the rest."""
     decided, undecided = FactsEngine(tables_dir).facts(numbers, default_region)
+    return _with_the_rest(decided, undecided, default_region)
+
+
+def _with_the_rest(decided: pa.Table, undecided: pa.Array, default_region: str | None) -> pa.Table:
+    """The engine's facts and those of the numbers it left, decided one by one."""
     FRESH_COUNTS["engine"] += decided.num_rows
     FRESH_COUNTS["per_number"] += len(undecided)
     if len(undecided) == 0:
@@ -179,25 +186,70 @@ class NumberFactsCache:
         ``columns``: the fact columns wanted (``number`` is always there); fewer columns make
         the cache read faster and the table smaller. Misses are decided whole and cached.
         """
-        wanted_columns = [
-            "number",
-            *(c for c in (columns or NUMBER_FACTS_SCHEMA.names) if c != "number"),
-        ]
+        wanted_columns = _wanted(columns)
+        known, missing = self._known_and_missing(numbers, wanted_columns)
+        if len(missing) == 0:
+            return known
+        fresh = fresh_number_facts(missing, self.default_region, self.tables_dir)
+        self._append(fresh)
+        return pa.concat_tables([known, fresh.select(wanted_columns)])
+
+    def facts_for_slices(
+        self, numbers: pa.Array | pa.ChunkedArray, size: int, columns: Sequence[str]
+    ) -> pa.Table:
+        """:meth:`facts_for` of ``numbers``' distinct strings, ``size`` at a time, the
+        slices side by side.
+
+        One thread a core looks a slice up in the cache and runs the vectorised engine on
+        its misses: DuckDB and the engine's pyarrow kernels release the GIL. The numbers the
+        engine leaves are decided afterwards, all together, in this thread (phonenumbers is
+        pure Python; :func:`compute_number_facts` forks for a large set, never beside our
+        own threads), and the new facts are cached as one part.
+        """
+        wanted_columns = _wanted(columns)
+        numbers = pc.drop_null(pc.unique(numbers))  # no number in two slices
+        starts = range(0, len(numbers), size)
+        if len(starts) <= 1:
+            return self.facts_for(numbers, columns)
+        engine: list[FactsEngine] = []
+        engine_lock = threading.Lock()
+
+        def one_slice(start: int) -> tuple[pa.Table, pa.Table, pa.Array]:
+            known, missing = self._known_and_missing(numbers.slice(start, size), wanted_columns)
+            if len(missing) == 0:
+                return known, NUMBER_FACTS_SCHEMA.empty_table(), pa.array([], pa.string())
+            with engine_lock:  # built (its prefix tables loaded) once, when a miss needs it
+                if not engine:
+                    engine.append(FactsEngine(self.tables_dir))
+            decided, undecided = engine[0].facts(missing, self.default_region)
+            return known, decided, undecided
+
+        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(one_slice, starts))
+        known = pa.concat_tables([part[0] for part in parts])
+        decided = pa.concat_tables([part[1] for part in parts])
+        undecided = pa.concat_arrays([part[2].cast(pa.string()) for part in parts])
+        if decided.num_rows + len(undecided) == 0:
+            return known
+        fresh = _with_the_rest(decided, undecided, self.default_region)
+        self._append(fresh)
+        return pa.concat_tables([known, fresh.select(wanted_columns)])
+
+    def _known_and_missing(
+        self, numbers: pa.Array | pa.ChunkedArray, columns: list[str]
+    ) -> tuple[pa.Table, pa.Array]:
+        """(the cached facts of ``numbers``' distinct non-null strings, the strings the cache
+        does not know)."""
         with duckdb.connect() as con:
             con.register("batch_numbers", pa.table({"n": _as_chunked(numbers)}))
             con.execute(
                 "CREATE TEMP TABLE wanted AS "
                 "SELECT DISTINCT n FROM batch_numbers WHERE n IS NOT NULL"
             )
-            known = self._lookup(con, "number", wanted_columns)
+            known = self._lookup(con, "number", columns)
             con.register("known", known)
             missing = con.sql("SELECT n FROM wanted ANTI JOIN known ON known.number = wanted.n")
-            missing_numbers = missing.to_arrow_table()["n"]
-        if len(missing_numbers) == 0:
-            return known
-        fresh = fresh_number_facts(missing_numbers, self.default_region, self.tables_dir)
-        self._append(fresh)
-        return pa.concat_tables([known, fresh.select(wanted_columns)])
+            return known, missing.to_arrow_table()["n"].combine_chunks()
 
     def source_sql(self) -> str | None:
         """A DuckDB FROM-clause source reading every cached fact, or None when none is."""
@@ -230,6 +282,10 @@ class NumberFactsCache:
         tmp = self.folder / f".{name}.tmp"
         pq.write_table(fresh, tmp)
         os.replace(tmp, self.folder / name)
+
+
+def _wanted(columns: Sequence[str] | None) -> list[str]:
+    return ["number", *(c for c in (columns or NUMBER_FACTS_SCHEMA.names) if c != "number")]
 
 
 def _as_chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:

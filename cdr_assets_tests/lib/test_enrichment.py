@@ -193,6 +193,51 @@ def test_the_cache_has_the_facts_number_fact_gives(tmp_path: Path) -> None:
     )
 
 
+def test_slices_side_by_side_decide_each_new_number_once_with_the_same_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's numbers are looked up and decided a slice a thread; the engine's leftovers
+    are decided together afterwards and the new facts cached as one part."""
+    known = ["+442079460958", "+12025550123"]
+    NumberFactsCache(tmp_path, None).facts_for(pa.array(known))
+    engine_calls: list[list[str]] = []
+    leftovers: list[str] = []
+    real_facts = numbers.FactsEngine.facts
+    real_compute = numbers.compute_number_facts
+
+    def engine_facts(
+        self: numbers.FactsEngine, wanted: pa.Array, region: str | None
+    ) -> tuple[pa.Table, pa.Array]:
+        engine_calls.append(wanted.to_pylist())
+        return real_facts(self, wanted, region)
+
+    def compute(wanted: list[str], region: str | None) -> pa.Table:
+        leftovers.extend(wanted)
+        return real_compute(wanted, region)
+
+    monkeypatch.setattr(numbers.FactsEngine, "facts", engine_facts)
+    monkeypatch.setattr(numbers, "compute_number_facts", compute)
+    new = ["+4402079460958", "+5491123456789", "+61291234567", "x", "+33142685300"]
+    # Repeated and null strings too: every distinct one is in exactly one slice.
+    given = pa.chunked_array([[*known, new[0], None, new[1]], [new[0], *new[2:], known[0]]])
+    cache = NumberFactsCache(tmp_path, None)
+    facts = cache.facts_for_slices(given, 2, ["e164", "valid", "number_type"])
+
+    assert sorted(facts["number"].to_pylist()) == sorted([*known, *new])
+    assert len(engine_calls) > 1  # more than one slice had new numbers
+    decided = [n for call in engine_calls for n in call]
+    assert sorted(decided) == sorted(new)  # each new number once, none the cache knew
+    assert set(leftovers) <= set(decided) and leftovers  # "+4402..." and "+5491..." are left
+    assert len(cache.files()) == 2  # the known numbers' part and one new part
+    one_by_one = compute_number_facts([*known, *new], None).select(facts.column_names)
+    assert sorted(facts.to_pylist(), key=lambda row: row["number"]) == sorted(
+        one_by_one.to_pylist(), key=lambda row: row["number"]
+    )
+    engine_calls.clear()
+    again = NumberFactsCache(tmp_path, None).facts_for_slices(given, 2, ["e164"])
+    assert again.num_rows == len(known) + len(new) and not engine_calls  # all cached now
+
+
 def test_many_new_numbers_are_parsed_on_every_core_with_the_same_facts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -137,6 +137,15 @@ def test_the_schema_check_finds_bad_rows_in_every_chunk(
             "(FORMAT parquet)"
         )
     assert ingest_assets.schema_check_result("validated_cdrs", [good], 86_400).passed
+    # Over several files, one of them without a column the schema states: a failure that
+    # names the column, not a crash.
+    partial = tmp_path / "partial.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT * EXCLUDE (carrier_id) FROM '{good}') TO '{partial}'")
+    result = ingest_assets.schema_check_result("cdrs", [good, partial], 86_400)
+    assert not result.passed
+    assert result.metadata["rows"] == dg.IntMetadataValue(8)
+    assert "carrier_id" in str(result.metadata["sample"])
 
 
 def _cdrs(warehouse: Warehouse) -> list[tuple[object, ...]]:

@@ -50,7 +50,6 @@ from pipeline_bench import FLOOR_SOURCE, stage_floor, versions
 
 from cdr_assets.lib import ingest, rating, validation
 from cdr_assets.lib.numbers import NumberFactsCache, fresh_number_facts
-from cdr_assets.lib.schemas import RULE_COLUMNS
 from cdr_assets.lib.settings import Settings
 from cdr_assets.lib.warehouse import Warehouse, sql_file_list, step_connection, write_rows_atomic
 
@@ -103,11 +102,9 @@ def pandera_seconds(warehouse: Warehouse, settings: Settings) -> dict[str, Any]:
             con.execute(f"SET TimeZone = '{settings.source_timezone}'")
             ingest.open_raw_batch(con, path)
             con.register("number_facts", ingest.batch_number_facts(con, cache))
-            con.execute(f"CREATE TEMP VIEW parsed AS {validation.PARSE_SQL}")
-            columns = ", ".join(RULE_COLUMNS)
-            reader = con.sql(f"SELECT row_idx, {columns} FROM parsed").to_arrow_reader(
-                validation.RULE_CHUNK_ROWS
-            )
+            reader = con.sql(
+                f"SELECT {validation.RULES_SELECT} FROM ({validation.RULES_PARSE_SQL})"
+            ).to_arrow_reader(validation.RULE_CHUNK_ROWS)
             for batch in reader:
                 parsed = pl.DataFrame(pl.from_arrow(batch))
                 spent, failures = _timed(

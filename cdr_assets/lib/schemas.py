@@ -104,6 +104,22 @@ RULE_COLUMNS = (
 )
 
 
+# The rule columns whose rules read only whether they are given (null when not). Validation
+# hands them to pandera as booleans, true where given, instead of their text: the same
+# rules, a tenth of the bytes (``validation.RULES_SELECT``).
+PRESENCE_COLUMNS = (
+    "call_id",
+    "carrier_id",
+    "called_raw",
+    "start_raw",
+    "end_raw",
+    "duration_raw",
+    "call_type_raw",
+    "country_code_raw",
+    "disposition_raw",
+)
+
+
 def _row_check(reason: str, rule: pl.Expr) -> pa.Check:
     # A rule that cannot be decided (null) is broken, not passed: fill with False.
     ok = rule.fill_null(False)

@@ -27,7 +27,13 @@ import polars as pl
 import pyarrow as pa
 
 from cdr_assets.lib.readers import CANONICAL_FIELDS, record_text_sql
-from cdr_assets.lib.schemas import FLAGS, REASONS, RULE_COLUMNS, row_rules_schema
+from cdr_assets.lib.schemas import (
+    FLAGS,
+    PRESENCE_COLUMNS,
+    REASONS,
+    RULE_COLUMNS,
+    row_rules_schema,
+)
 
 ISO_8601_PATTERN = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -44,9 +50,20 @@ ISO_8601_PATTERN = (
 # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
 _ISO_LITERAL = "'" + ISO_8601_PATTERN.replace("'", "''") + "'"
 
+# The caller's columns of the parse: only accepted rows need them (the rules do not).
+_CALLER_COLUMNS = """
+    r.caller_number AS caller_raw,
+    fr.e164 AS caller_e164,
+    coalesce(fr.possible, false) AS caller_possible,
+    fr.region AS caller_region,
+    fr.geographic AS caller_geographic,
+    fr.area_code AS caller_area_code,"""
+_CALLER_JOIN = "LEFT JOIN number_facts AS fr ON fr.number = r.caller_number"
+
+
 # The query needs ``raw_batch`` (the raw columns and a unique ``row_idx``) and
 # ``number_facts`` (FACT_COLUMNS); ``check_rows`` makes the table or view ``parsed`` of it.
-PARSE_SQL = f"""
+_PARSE_TEMPLATE = f"""
 SELECT
     r.row_idx,
     r.source_file,
@@ -62,12 +79,7 @@ SELECT
     fc.region AS called_region,
     fc.geographic AS called_geographic,
     fc.area_code AS called_area_code,
-    r.caller_number AS caller_raw,
-    fr.e164 AS caller_e164,
-    coalesce(fr.possible, false) AS caller_possible,
-    fr.region AS caller_region,
-    fr.geographic AS caller_geographic,
-    fr.area_code AS caller_area_code,
+    {{caller_columns}}
     r.start_time AS start_raw,
     CASE WHEN epoch_us(r.start_instant) BETWEEN -62135596800000000 AND 253402300799999999
         THEN r.start_instant END AS start_ts,
@@ -99,8 +111,20 @@ FROM (
     FROM raw_batch
 ) AS r
 LEFT JOIN number_facts AS fc ON fc.number = r.called_number
-LEFT JOIN number_facts AS fr ON fr.number = r.caller_number
+{{caller_join}}
 """
+
+
+def _parse_sql(caller: bool) -> str:
+    return _PARSE_TEMPLATE.replace(
+        "{caller_columns}", _CALLER_COLUMNS.strip() if caller else ""
+    ).replace("{caller_join}", _CALLER_JOIN if caller else "")
+
+
+PARSE_SQL = _parse_sql(caller=True)
+# The parse the rules read when ``parsed`` is a view: without the caller's facts, whose
+# join would cost a tenth of the rules' pass for nothing.
+RULES_PARSE_SQL = _parse_sql(caller=False)
 
 # The number facts PARSE_SQL reads (``number`` is the join key).
 FACT_COLUMNS = ("number", "e164", "possible", "valid", "region", "geographic", "area_code")
@@ -234,6 +258,22 @@ def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.Dat
     )
 
 
+# What check_rows reads of ``parsed`` for the rules: ``row_idx`` and the RULE_COLUMNS, those
+# the rules read only for presence as booleans (true where given, null where not). Their
+# text cost more to hand to polars than pandera took to check every rule (10M rows: 4 and
+# 2.4 s of 8.4).
+RULES_SELECT = ", ".join(
+    [
+        "row_idx",
+        *(
+            f"CASE WHEN {name} IS NOT NULL THEN true END AS {name}"
+            if name in PRESENCE_COLUMNS
+            else name
+            for name in RULE_COLUMNS
+        ),
+    ]
+)
+
 # Rows the rules schema checks at a time: pandera's cost per call is small beside this, and a
 # chunk's polars frame of the rule columns stays a few hundred MB.
 RULE_CHUNK_ROWS = 750_000
@@ -251,14 +291,14 @@ def check_rows(
     Registers the failures as ``row_failures`` and returns them; ``ACCEPTED_SQL`` and
     ``REJECTED_SQL`` can then be run on ``con``. The session's TimeZone is left at
     ``source_timezone``, the zone naive timestamps are read in. With ``materialize=False``
-    ``parsed`` is a view, parsed again by each query that reads it; otherwise a temp table.
+    ``parsed`` is a view, parsed again by each query that reads it (the rules read
+    ``RULES_PARSE_SQL``, the parse without the caller's facts); otherwise a temp table.
     """
     con.execute(f"SET TimeZone = '{source_timezone}'")  # a validated IANA name, not file data
     kind = "TABLE" if materialize else "VIEW"
     con.execute(f"CREATE OR REPLACE TEMP {kind} parsed AS {PARSE_SQL}")
-    reader = con.sql(f"SELECT row_idx, {', '.join(RULE_COLUMNS)} FROM parsed").to_arrow_reader(
-        RULE_CHUNK_ROWS
-    )
+    rules_source = "parsed" if materialize else f"({RULES_PARSE_SQL})"
+    reader = con.sql(f"SELECT {RULES_SELECT} FROM {rules_source}").to_arrow_reader(RULE_CHUNK_ROWS)
     parts = [
         find_row_failures(pl.DataFrame(pl.from_arrow(batch)), max_duration_seconds)
         for batch in reader

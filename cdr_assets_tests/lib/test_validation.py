@@ -11,7 +11,8 @@ import pytest
 
 from cdr_assets.lib.numbers import compute_number_facts
 from cdr_assets.lib.readers import CANONICAL_FIELDS
-from cdr_assets.lib.validation import find_row_failures, validate_batch
+from cdr_assets.lib.schemas import RULE_COLUMNS
+from cdr_assets.lib.validation import PARSE_SQL, check_rows, find_row_failures, validate_batch
 
 GOOD: dict[str, str | None] = {
     "call_id": "c1",
@@ -27,14 +28,11 @@ GOOD: dict[str, str | None] = {
 }
 
 
-def run_validation(
-    rows: list[dict[str, Any]],
-    *,
-    default_region: str | None = None,
-    source_timezone: str = "UTC",
-    max_duration_seconds: int = 86_400,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(accepted rows, rejected rows) for rows given as canonical-field dicts."""
+def raw_and_facts(
+    rows: list[dict[str, Any]], default_region: str | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """The raw rows of canonical-field dicts, as the readers give them, and their numbers'
+    facts."""
     records = []
     for i, row in enumerate(rows, start=1):
         record: dict[str, Any] = {"source_file": "f.csv", "source_row": i}
@@ -52,6 +50,18 @@ def run_validation(
         r[f] for r in records for f in ("caller_number", "called_number") if r[f] is not None
     }
     facts = compute_number_facts(sorted(numbers), default_region)
+    return raw, facts
+
+
+def run_validation(
+    rows: list[dict[str, Any]],
+    *,
+    default_region: str | None = None,
+    source_timezone: str = "UTC",
+    max_duration_seconds: int = 86_400,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(accepted rows, rejected rows) for rows given as canonical-field dicts."""
+    raw, facts = raw_and_facts(rows, default_region)
     with duckdb.connect() as con:
         result = validate_batch(
             con,
@@ -87,50 +97,51 @@ def test_a_good_row_is_accepted_typed_and_unflagged() -> None:
     assert str(row["call_date"]) == "2026-11-20"
 
 
-@pytest.mark.parametrize(
-    ("changes", "reasons"),
-    [
-        ({"call_id": None}, ["missing_field:call_id"]),
-        ({"called_number": None}, ["missing_field:called_number"]),
-        ({"start_time": None}, ["missing_field:start_time"]),
-        ({"carrier_id": None}, ["missing_field:carrier_id"]),
-        ({"end_time": None, "duration_seconds": None}, ["missing_field:duration_seconds"]),
-        ({"called_number": "abc"}, ["invalid_number:called_number"]),
-        ({"called_number": "+999123"}, ["invalid_number:called_number"]),
-        ({"called_number": "+4412"}, ["invalid_number:called_number"]),
-        ({"called_number": "02079460958"}, ["invalid_number:called_number"]),  # no region
-        ({"start_time": "yesterday"}, ["invalid_timestamp:start_time"]),
-        ({"start_time": "2026-11-20 1:2:3"}, ["invalid_timestamp:start_time"]),
-        ({"start_time": "2023-02-29T00:00:00Z"}, ["invalid_timestamp:start_time"]),
-        ({"end_time": "20/11/2026 10:05"}, ["invalid_timestamp:end_time"]),
-        ({"end_time": "2026-11-20T09:59:59Z"}, ["end_before_start"]),
-        # end before start with no duration given: no invalid_duration for the derived one
-        ({"end_time": "2026-11-20T09:00:00Z", "duration_seconds": None}, ["end_before_start"]),
-        ({"duration_seconds": "12.5"}, ["invalid_duration"]),
-        ({"duration_seconds": "-5"}, ["invalid_duration"]),
-        ({"duration_seconds": "3e2"}, ["invalid_duration"]),
-        ({"duration_seconds": "86401", "end_time": None}, ["invalid_duration"]),
-        ({"duration_seconds": "99999999999999999999999"}, ["invalid_duration"]),
-        (
-            {"duration_seconds": None, "end_time": "2026-11-21T10:00:01Z"},
-            ["invalid_duration"],
-        ),
-        ({"call_type": "mobile"}, ["invalid_call_type"]),
-        ({"country_code": "XX"}, ["invalid_country_code"]),
-        ({"country_code": "XK"}, ["invalid_country_code"]),  # user-assigned, not official
-        ({"country_code": "GBR"}, ["invalid_country_code"]),
-        ({"disposition": "HUNG_UP"}, ["invalid_disposition"]),
-        (
-            {"call_id": None, "carrier_id": None, "call_type": "x", "disposition": "y"},
-            [
-                "missing_field:call_id",
-                "missing_field:carrier_id",
-                "invalid_call_type",
-                "invalid_disposition",
-            ],
-        ),
-    ],
-)
+# One row per refusal reason and combinations of them: (changes to GOOD, reasons).
+REFUSALS: list[tuple[dict[str, str | None], list[str]]] = [
+    ({"call_id": None}, ["missing_field:call_id"]),
+    ({"called_number": None}, ["missing_field:called_number"]),
+    ({"start_time": None}, ["missing_field:start_time"]),
+    ({"carrier_id": None}, ["missing_field:carrier_id"]),
+    ({"end_time": None, "duration_seconds": None}, ["missing_field:duration_seconds"]),
+    ({"called_number": "abc"}, ["invalid_number:called_number"]),
+    ({"called_number": "+999123"}, ["invalid_number:called_number"]),
+    ({"called_number": "+4412"}, ["invalid_number:called_number"]),
+    ({"called_number": "02079460958"}, ["invalid_number:called_number"]),  # no region
+    ({"start_time": "yesterday"}, ["invalid_timestamp:start_time"]),
+    ({"start_time": "2026-11-20 1:2:3"}, ["invalid_timestamp:start_time"]),
+    ({"start_time": "2023-02-29T00:00:00Z"}, ["invalid_timestamp:start_time"]),
+    ({"end_time": "20/11/2026 10:05"}, ["invalid_timestamp:end_time"]),
+    ({"end_time": "2026-11-20T09:59:59Z"}, ["end_before_start"]),
+    # end before start with no duration given: no invalid_duration for the derived one
+    ({"end_time": "2026-11-20T09:00:00Z", "duration_seconds": None}, ["end_before_start"]),
+    ({"duration_seconds": "12.5"}, ["invalid_duration"]),
+    ({"duration_seconds": "-5"}, ["invalid_duration"]),
+    ({"duration_seconds": "3e2"}, ["invalid_duration"]),
+    ({"duration_seconds": "86401", "end_time": None}, ["invalid_duration"]),
+    ({"duration_seconds": "99999999999999999999999"}, ["invalid_duration"]),
+    (
+        {"duration_seconds": None, "end_time": "2026-11-21T10:00:01Z"},
+        ["invalid_duration"],
+    ),
+    ({"call_type": "mobile"}, ["invalid_call_type"]),
+    ({"country_code": "XX"}, ["invalid_country_code"]),
+    ({"country_code": "XK"}, ["invalid_country_code"]),  # user-assigned, not official
+    ({"country_code": "GBR"}, ["invalid_country_code"]),
+    ({"disposition": "HUNG_UP"}, ["invalid_disposition"]),
+    (
+        {"call_id": None, "carrier_id": None, "call_type": "x", "disposition": "y"},
+        [
+            "missing_field:call_id",
+            "missing_field:carrier_id",
+            "invalid_call_type",
+            "invalid_disposition",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "reasons"), REFUSALS)
 def test_each_refusal_reason(changes: dict[str, str | None], reasons: list[str]) -> None:
     assert reasons_for(**changes) == reasons
 
@@ -264,3 +275,27 @@ def test_reasons_follow_each_rows_row_idx_not_its_position() -> None:
     reversed_rows = find_row_failures(parsed.reverse(), 86_400)
     assert in_order.rows() == [(1, ["missing_field:call_id"]), (2, ["invalid_disposition"])]
     assert sorted(reversed_rows.rows()) == in_order.rows()
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_the_rules_give_the_same_reasons_from_presence_as_from_the_text(
+    materialize: bool,
+) -> None:
+    """check_rows hands pandera the columns the rules read only for presence as booleans
+    and, streaming, a parse without the caller's facts: every refusal case gets the reasons
+    the parsed text itself gets."""
+    rows = [GOOD, *({**GOOD, **changes} for changes, _ in REFUSALS), {"malformed": True}]
+    raw, facts = raw_and_facts(rows)
+    raw = raw.append_column("row_idx", pa.array(range(len(rows)), pa.int64()))
+    with duckdb.connect() as con:
+        con.register("raw_batch", raw)
+        con.register("number_facts", facts)
+        text = con.sql(f"SELECT row_idx, {', '.join(RULE_COLUMNS)} FROM ({PARSE_SQL})").pl()
+        from_text = find_row_failures(text, 86_400)
+        failures = check_rows(
+            con, source_timezone="UTC", max_duration_seconds=86_400, materialize=materialize
+        )
+    assert sorted(failures.rows()) == sorted(from_text.rows())
+    assert failures.height == len(rows) - 1  # every row but GOOD is refused
+    expected = [reasons for _, reasons in REFUSALS] + [["malformed_record"]]
+    assert [r for _, r in sorted(failures.rows())] == expected

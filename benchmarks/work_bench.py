@@ -10,10 +10,10 @@ the landing CSV files given):
   the pipeline bench's floor);
 * ``read``: DuckDB reading every column of the same CSV files as text (``min()`` of each, so
   every value is parsed and nothing is written): the files have to be read once;
-* ``number facts``: every distinct number string of the batches decided as if nothing were
-  cached (``numbers.fresh_number_facts``: the vectorised engine, phonenumbers itself for the
-  numbers it leaves), at once rather than a chunk at a time; a cold run has to do this, a
-  warm run does not;
+* ``number facts``: every distinct number string of the batches decided into an empty cache
+  as validation decides them (``NumberFactsCache.facts_for_slices``: the vectorised engine a
+  slice a core, phonenumbers itself for the numbers it leaves); a cold run has to do this,
+  a warm run does not;
 * ``pandera rules``: the row rules schema checking every row (``validation.find_row_failures``
   on the parsed rule columns, chunk by chunk as validation runs it); parsing the rows into
   those columns is not counted;
@@ -79,17 +79,21 @@ def read_csv_seconds(inputs: list[Path]) -> dict[str, Any]:
 
 
 def number_facts_seconds(warehouse: Warehouse, settings: Settings, work: Path) -> dict[str, Any]:
-    """Every distinct number string of the raw rows decided afresh, the engine's prefix
-    tables built in ``work`` first (a cold warehouse has them before its first batch)."""
+    """Every distinct number string of the raw rows decided afresh into an empty cache in
+    ``work``, as validation decides them (``facts_for_slices``: a slice a core), the
+    engine's prefix tables built there first (a cold warehouse has them before its first
+    batch)."""
     with duckdb.connect() as con:
         numbers = con.sql(
             "SELECT DISTINCT n FROM (SELECT unnest([called_number, caller_number]) AS n "
             f"FROM read_parquet({sql_file_list(layer_files(warehouse, 'raw'))})) "
             "WHERE n IS NOT NULL"
         ).to_arrow_table()["n"]
-    tables = work / "prefix_tables"
-    fresh_number_facts(numbers.slice(0, 1), settings.default_region, tables)
-    seconds, facts = _timed(lambda: fresh_number_facts(numbers, settings.default_region, tables))
+    cache = NumberFactsCache(work / "number_facts", settings.default_region)
+    fresh_number_facts(numbers.slice(0, 1), settings.default_region, cache.tables_dir)
+    seconds, facts = _timed(
+        lambda: cache.facts_for_slices(numbers, ingest.FACTS_SLICE_NUMBERS, validation.FACT_COLUMNS)
+    )
     return {"seconds": round(seconds, 3), "numbers": len(numbers), "facts": facts.num_rows}
 
 

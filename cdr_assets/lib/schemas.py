@@ -106,7 +106,7 @@ RULE_COLUMNS = (
 
 # The rule columns whose rules read only whether they are given (null when not). Validation
 # hands them to pandera as booleans, true where given, instead of their text: the same
-# rules, a tenth of the bytes (``validation.RULES_SELECT``).
+# rules, without copying the text (``validation.RULES_SELECT``).
 PRESENCE_COLUMNS = (
     "call_id",
     "carrier_id",

@@ -260,8 +260,8 @@ def find_row_failures(parsed: pl.DataFrame, max_duration_seconds: int) -> pl.Dat
 
 # What check_rows reads of ``parsed`` for the rules: ``row_idx`` and the RULE_COLUMNS, those
 # the rules read only for presence as booleans (true where given, null where not). Their
-# text cost more to hand to polars than pandera took to check every rule (10M rows: 4 and
-# 2.4 s of 8.4).
+# text was the costly part of handing the rows to polars: on a 10M-row day the conversion
+# alone took 2.4 s, pandera's check 3.4 s.
 RULES_SELECT = ", ".join(
     [
         "row_idx",

@@ -510,6 +510,7 @@ def _open_dedup(
     if "e164" not in pq.read_schema(enriched).names:  # enriched by an earlier release
         facts = f"({enrichment.WIDE_LAYER_FACTS_SQL.format(source=facts)})"
     enrichment.open_facts(con, facts)
+    enrichment.open_callers(con, "caller_keys")
 
 
 def _register_caller_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
@@ -522,16 +523,15 @@ def _register_caller_hashes(con: duckdb.DuckDBPyConnection, warehouse: Warehouse
 
 
 # The kept rows of one day: the batch's rated rows with their enrichment (the facts of
-# both numbers), the batch's landing sequence and the caller's hash. The rows are in no
-# particular order (landing order is ``batch_seq``, ``source_file``, ``source_row``): sorting
-# the wide rows cost more than the rest of deduplication together (230 of 300 s for a
-# 10M-row day).
+# both numbers), the batch's landing sequence and the caller's hash (carried by
+# ``enrich_callers``). The rows are in no particular order (landing order is ``batch_seq``,
+# ``source_file``, ``source_row``): sorting the wide rows cost more than the rest of
+# deduplication together (230 of 300 s for a 10M-row day).
 KEPT_DAY_SQL = f"""
 SELECT c.* EXCLUDE (file_row_number), {enrichment.ENRICHMENT_SELECT},
-    $batch_seq::BIGINT AS batch_seq, k.caller_hash
+    $batch_seq::BIGINT AS batch_seq, fr.caller_hash
 FROM batch_file AS c
 ANTI JOIN dropped_rows AS d ON d.row_id = c.file_row_number
-LEFT JOIN caller_keys AS k ON k.caller_number = c.caller_number
 {enrichment.enrichment_joins("c")}
 WHERE c.call_date = CAST($day AS DATE)
 """

@@ -149,9 +149,11 @@ def schema_check_result(
     rows = failures = 0
     samples: list[pl.DataFrame] = []
     for path in paths:
-        stated = [name for name in pq.read_schema(path).names if name in schema.columns]
+        with pq.ParquetFile(path) as parquet:  # its footer, read once
+            names, rows_in_file = parquet.schema_arrow.names, parquet.metadata.num_rows
+        stated = [name for name in names if name in schema.columns]
         scan = pl.scan_parquet(path).select(stated)
-        for start in range(0, pq.ParquetFile(path).metadata.num_rows, SCHEMA_CHECK_ROWS):
+        for start in range(0, rows_in_file, SCHEMA_CHECK_ROWS):
             frame = with_utc_instants(scan.slice(start, SCHEMA_CHECK_ROWS).collect())
             try:
                 schema.validate(frame, lazy=True)

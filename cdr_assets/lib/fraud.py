@@ -126,13 +126,26 @@ samples AS (
 
 # Suspects first, from narrow columns: only their calls are read in full and windowed.
 WANGIRI_SQL = f"""
-WITH suspects AS (
-    SELECT caller_number AS subject
+WITH short_buckets AS (
+    SELECT caller_number AS subject,
+        floor(epoch_us(start_time) / (60000000.0 * $window_minutes)) AS bucket,
+        count(*) AS short_calls, max(start_time) AS last_start
     FROM recent_calls
     WHERE caller_number IS NOT NULL AND start_time >= $tail_from
         AND (disposition <> 'ANSWERED' OR duration_seconds <= $max_short_seconds)
-    GROUP BY caller_number
-    HAVING count(*) >= $min_short_calls AND max(start_time) >= $day_start
+    GROUP BY ALL
+),
+-- Only a caller with min_short_calls short calls within one window can fire. A window
+-- (window_minutes back from a call, both ends in) lies within two consecutive buckets of
+-- its length, so a caller whose short calls in every such pair are fewer is left out: the
+-- window functions below then run on a few callers' calls, not on every caller's.
+suspects AS (
+    SELECT a.subject
+    FROM short_buckets AS a
+    LEFT JOIN short_buckets AS b ON b.subject = a.subject AND b.bucket = a.bucket + 1
+    GROUP BY a.subject
+    HAVING max(a.short_calls + coalesce(b.short_calls, 0)) >= $min_short_calls
+        AND max(a.last_start) >= $day_start
 ),
 calls AS (
     SELECT call_id, caller_number AS subject, called_number, start_time, end_time,

@@ -426,6 +426,17 @@ def test_a_wangiri_burst_across_midnight_is_raised_once(warehouse: Warehouse) ->
     assert second[0].window_start == at("2026-11-16T23:50:00")
 
 
+def test_a_wangiri_burst_split_by_the_clock_hour_fires(warehouse: Warehouse) -> None:
+    # 30 calls two minutes apart from 10:31 to 11:29: 15 in each clock hour, all within one
+    # 60-minute window. The same 30 calls spread over the day never fill a window.
+    split = burst("+23276000005", at("2026-11-16T10:31:00"), 30, every_seconds=120)
+    spread = burst("+23276000006", at("2026-11-16T00:30:00"), 30, every_seconds=45 * 60)
+    write_calls(warehouse, [*background(D0), *split, *spread])
+    alerts = raised(warehouse, D0.isoformat())
+    assert [(a.rule, a.subject) for a in alerts] == [("wangiri", "+23276000005")]
+    assert alerts[0].window_start == at("2026-11-16T10:31:00")
+
+
 def test_irsf_counts_high_risk_prefixes_and_premium_rate_numbers(warehouse: Warehouse) -> None:
     def calls(caller: str, called: str, number_type: str, hour: int) -> list[Call]:
         return [

@@ -327,6 +327,16 @@ def test_the_rating_checks_fail_on_a_row_rated_twice_and_on_a_wrong_margin(
     assert checks["margin_is_revenue_minus_cost"].metadata["rows_breaking_it"].value == 1
 
 
+def test_the_rating_checks_fail_on_a_row_validation_never_accepted(tmp_path: Path) -> None:
+    # As many rated rows as accepted ones, each once, but row 5 in place of row 1.
+    checks = _rating_check_results(
+        tmp_path, [("a.csv", 0), ("a.csv", 1)], [("a.csv", 0, "0.5"), ("a.csv", 5, "0.5")]
+    )
+    assert not checks["one_status_per_row"].passed
+    assert checks["one_status_per_row"].metadata["same_rows_as_validated"].value is False
+    assert checks["margin_is_revenue_minus_cost"].passed
+
+
 def test_the_same_row_number_in_two_files_is_two_rows_to_the_rating_checks(
     tmp_path: Path,
 ) -> None:

@@ -109,21 +109,29 @@ def _rating_checks(
             f"""SELECT
                 (SELECT count(*) FROM {validated}),
                 count(*),
-                -- Distinct (file, row) pairs, counted per file: a third cheaper than pairs.
-                (SELECT coalesce(sum(n), 0) FROM (
-                    SELECT count(DISTINCT source_row) AS n FROM {rated} GROUP BY source_file
-                )),
+                -- The same (file, row) pairs as validated, each as often: the sums of their
+                -- hashes are equal. A row rated twice and another not at all changes the
+                -- sum; counting distinct pairs took 1.2-1.5 s on 9.8M rows, this 0.35 s.
+                coalesce(sum(hash(source_file, source_row)::HUGEINT), 0) = (
+                    SELECT coalesce(sum(hash(source_file, source_row)::HUGEINT), 0)
+                    FROM {validated}
+                ),
                 count(*) FILTER (WHERE rating_status IN {rating.RATING_STATUSES}),
                 count(*) FILTER (WHERE margin IS DISTINCT FROM revenue - cost),
                 count(*) FILTER (WHERE rating_status IN ('no_rate', 'unknown_carrier'))
             FROM {rated}"""
         ).fetchone()
     assert row is not None
-    accepted, rated_rows, distinct_rows, with_status, bad_margin, unrated = (int(v) for v in row)
+    accepted, rated_rows, same_rows, with_status, bad_margin, unrated = (int(v) for v in row)
     yield dg.AssetCheckResult(
         check_name="one_status_per_row",
-        passed=accepted == rated_rows == distinct_rows == with_status,
-        metadata={"accepted": accepted, "rated": rated_rows, "with_status": with_status},
+        passed=accepted == rated_rows == with_status and bool(same_rows),
+        metadata={
+            "accepted": accepted,
+            "rated": rated_rows,
+            "with_status": with_status,
+            "same_rows_as_validated": bool(same_rows),
+        },
     )
     yield dg.AssetCheckResult(
         check_name="margin_is_revenue_minus_cost",

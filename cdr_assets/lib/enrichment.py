@@ -166,7 +166,8 @@ def open_callers(con: duckdb.DuckDBPyConnection, callers: str) -> None:
     such as its hash) with the facts of that number from ``enrich_facts``.
 
     The calls join a table of their callers, not of all the batch's numbers: on a 10M-row
-    day with 200,000 callers among 2.2M numbers, the ``cdrs`` query took 1.1 s less.
+    day with 200,000 callers among 2.2M numbers, the ``cdrs`` write took 13.5-14.0 s
+    instead of 15.1-15.8 s.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE enrich_callers AS SELECT k.*, f.number_type, "

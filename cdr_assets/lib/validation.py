@@ -123,7 +123,8 @@ def _parse_sql(caller: bool) -> str:
 
 PARSE_SQL = _parse_sql(caller=True)
 # The parse the rules read when ``parsed`` is a view: without the caller's facts, whose
-# join would cost a tenth of the rules' pass for nothing.
+# join would cost a tenth of the rules' pass for nothing (on a 10M-row day 6.9 s without
+# it, 7.6 s with it).
 RULES_PARSE_SQL = _parse_sql(caller=False)
 
 # The number facts PARSE_SQL reads (``number`` is the join key).
